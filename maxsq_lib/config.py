@@ -1,0 +1,369 @@
+"""Typed run configuration: dataclasses, strict YAML merging, profiles and benchmarks.
+
+A run is resolved in layers, each a partial mapping merged strictly into the dataclass tree
+(an unknown key or a value of the wrong type is an error that names the key and the source):
+
+1. the dataclass defaults below (the authors' recipe, official-code-facts §2 and §5);
+2. the profile file ``maxsq_lib/configs/<profile>.yaml`` (top-level keys);
+3. that profile's ``benchmarks.<benchmark>`` section;
+4. that profile's ``methods.<method>`` section (adaptation only);
+5. explicit overrides (CLI flags, papermill parameters), as a nested mapping.
+
+Every run writes the resolved config (``config.yaml``) next to its outputs. Introduced in notebook
+``00_setup``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PROFILES = ("smoke", "cpu", "gpu", "paper")
+METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
+"""Target-loss strategies of the adaptation stage (``none`` = target batches through BN only)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it and where it came from."""
+
+
+@dataclass
+class DataConfig:
+    """Which datasets, where, at what size (W, H)."""
+
+    root: str = "datasets"
+    source: str = "gta5"
+    target: str = "cityscapes"
+    city: str | None = None
+    source_split: str = "train"
+    target_split: str = "train"
+    val_split: str = "val"
+    source_size: tuple[int, int] = (1280, 720)
+    target_size: tuple[int, int] = (1024, 512)
+    val_size: tuple[int, int] = (1024, 512)
+    source_val_split: str | None = "val"
+    source_val_limit: int | None = 500
+    num_classes: int = 19
+    augment: bool = True
+    blur: bool = True
+    workers: int = 2
+    cache: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """DeepLabv2 size; ``preset`` names an entry of ``maxsq_lib.models.SIZE_PRESETS``."""
+
+    preset: str = "paper"
+    aspp_branches: int = 4
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and poly schedule (the authors: SGD 0.9, wd 5e-4, lr 2.5e-4, heads x10)."""
+
+    name: str = "sgd"
+    lr: float = 2.5e-4
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+
+
+@dataclass
+class SourceConfig:
+    """Source-only pretraining (train_source.py: 80k iterations on a 200k poly horizon)."""
+
+    iterations: int = 80_000
+    schedule_horizon: int = 200_000
+    batch_size: int = 1
+    multi: bool = False
+    lambda_seg: float = 0.1
+    init_checkpoint: str | None = "pretrained_model/DeepLab_resnet_pretrained_init-f81d91e8.pth"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class AdaptConfig:
+    """Adaptation (solve_gta5.py): 10 epochs of 2,975 iterations on a 29,760 poly horizon."""
+
+    method: str = "maxsquare"
+    iterations: int = 29_750
+    schedule_horizon: int = 29_760
+    batch_size: int = 1
+    target_batch_size: int = 1
+    lambda_target: float = 0.1
+    lambda_seg: float = 0.1
+    threshold: float = 0.95
+    iw_ratio: float = 0.2
+    faithful_scale: bool = True
+    bn_mode: str = "train"
+    source_checkpoint: str | None = None
+    match_gradient_to: str | None = None
+    match_gradient_batches: int = 8
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the target val split (main head; global confusion matrix)."""
+
+    every: int = 2_975
+    flip: bool = False
+    batch_size: int = 1
+    full_resolution_labels: bool = False
+    limit: int | None = None
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; ``config.yaml`` in each run folder is this, resolved."""
+
+    profile: str = "paper"
+    benchmark: str = "gta5_cityscapes"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    deterministic: bool = True
+    amp: str = "none"
+    channels_last: bool = False
+    runs_root: str = "runs"
+    log_every: int = 50
+    image_every: int = 1_000
+    checkpoint_every: int = 1_000
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "RunConfig":
+        """Check values that types alone cannot; returns self."""
+        _check_choice("profile", self.profile, PROFILES + ("custom",))
+        _check_choice("adapt.method", self.adapt.method, METHODS)
+        _check_choice("adapt.bn_mode", self.adapt.bn_mode, ("train", "frozen"))
+        _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
+        _check_choice("model.aspp_branches", self.model.aspp_branches, (2, 4))
+        _check_choice("source.optim.name", self.source.optim.name, ("sgd", "adam"))
+        _check_choice("adapt.optim.name", self.adapt.optim.name, ("sgd", "adam"))
+        if self.adapt.match_gradient_to is not None:
+            _check_choice("adapt.match_gradient_to", self.adapt.match_gradient_to, METHODS[1:])
+        for name in ("source.iterations", "adapt.iterations", "log_every", "checkpoint_every",
+                     "eval.every", "source.batch_size", "adapt.batch_size",
+                     "adapt.target_batch_size"):
+            value = _get(self, name)
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        for name in ("source", "adapt"):
+            stage = getattr(self, name)
+            if stage.schedule_horizon < stage.iterations:
+                raise ConfigError(f"{name}.schedule_horizon ({stage.schedule_horizon}) must be >= "
+                                  f"{name}.iterations ({stage.iterations})")
+        if not 0.0 <= self.adapt.threshold <= 1.0:
+            raise ConfigError(f"adapt.threshold must be in [0, 1], got {self.adapt.threshold}")
+        return self
+
+    def run_dir(self, method: str) -> Path:
+        """``<runs_root>/<profile>/<benchmark>/<method>/seed<k>/``."""
+        return Path(self.runs_root) / self.profile / self.benchmark / method / f"seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a dataclass field annotation; convert lists to tuples."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {annotation!r}")
+
+
+def merge(obj: Any, overrides: Mapping[str, Any], source: str, prefix: str = "") -> Any:
+    """Merge a nested mapping into a dataclass instance in place, strictly.
+
+    Args:
+        obj: a dataclass instance (e.g. :class:`RunConfig`).
+        overrides: nested mapping of field names to values; unknown keys are errors.
+        source: where the mapping came from (a file name or "command line"), for messages.
+    Returns:
+        ``obj``.
+    """
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {overrides!r}")
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name for f in dataclasses.fields(obj)}
+    for key, value in overrides.items():
+        where = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key {where!r}; expected one of {sorted(fields)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            merge(current, value, source, prefix=f"{where}.")
+        else:
+            try:
+                setattr(obj, key, _coerce(value, hints[key], where))
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+    return obj
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping (safe loader); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def profile_path(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {list(PROFILES)}")
+    return CONFIG_DIR / f"{profile}.yaml"
+
+
+def benchmarks_of(profile: str) -> list[str]:
+    """Benchmark names declared by a profile."""
+    return list(load_yaml(profile_path(profile)).get("benchmarks", {}))
+
+
+def resolve(profile: str, benchmark: str | None = None, method: str | None = None,
+            overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Resolve a run's configuration (see the module docstring for the layers).
+
+    Args:
+        profile: ``smoke``, ``cpu``, ``gpu`` or ``paper``.
+        benchmark: a key of the profile's ``benchmarks`` (default: its first).
+        method: adaptation method; its section in the profile's ``methods`` is applied and
+            ``adapt.method`` set. ``None`` or ``"source"`` for source pretraining.
+        overrides: nested mapping applied last.
+    Returns:
+        the validated :class:`RunConfig`.
+    """
+    path = profile_path(profile)
+    data = load_yaml(path)
+    benchmarks = data.pop("benchmarks", {}) or {}
+    methods = data.pop("methods", {}) or {}
+    cfg = merge(RunConfig(), data, str(path))
+    cfg.profile = profile
+    if benchmark is None:
+        if not benchmarks:
+            raise ConfigError(f"{path}: declares no benchmarks")
+        benchmark = next(iter(benchmarks))
+    if benchmark not in benchmarks:
+        raise ConfigError(f"profile {profile!r} has no benchmark {benchmark!r}; "
+                          f"expected one of {list(benchmarks)}")
+    merge(cfg, benchmarks[benchmark] or {}, f"{path} benchmarks.{benchmark}")
+    cfg.benchmark = benchmark
+    if method not in (None, "source"):
+        if method not in METHODS:
+            raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+        merge(cfg, methods.get(method) or {}, f"{path} methods.{method}")
+        cfg.adapt.method = method
+    if overrides:
+        merge(cfg, overrides, "overrides")
+    return cfg.validate()
+
+
+def from_dict(data: Mapping[str, Any], source: str = "mapping") -> RunConfig:
+    """Rebuild a :class:`RunConfig` from a resolved mapping (e.g. a saved ``config.yaml``)."""
+    return merge(RunConfig(), data, source).validate()
+
+
+def save(cfg: RunConfig, path: str | os.PathLike) -> Path:
+    """Write a resolved config as YAML atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"adapt.lambda_target=0.05"`` -> ``{"adapt": {"lambda_target": 0.05}}`` (YAML-typed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. adapt.lambda_target=0.05")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def deep_update(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested mappings (``extra`` wins); returns ``base``."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base

@@ -1,0 +1,129 @@
+"""One figure helper with a fixed style and deterministic files, plus small image helpers.
+
+Every figure of the course goes through :func:`save_figure`, so that regenerating ``figures/``
+twice gives identical bytes (no timestamps or software versions in the metadata, fixed DPI, a
+fixed font and hash salt). Introduced in notebook ``01_data``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+# Deterministic SVG ids and text; must be set before matplotlib draws anything.
+os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+
+import matplotlib  # noqa: E402
+
+if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
+    # Headless machines; notebooks select their inline backend themselves.
+    try:
+        import IPython  # noqa: F401
+
+        _in_ipython = IPython.get_ipython() is not None
+    except ImportError:
+        _in_ipython = False
+    if not _in_ipython:
+        matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .labels import ClassSet, class_set_for, colorize  # noqa: E402
+
+STYLE: dict = {
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.grid": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "image.interpolation": "nearest",
+    "svg.hashsalt": "maxsq",
+    "path.simplify": False,
+}
+"""The project's matplotlib style (applied by :func:`figure_style`)."""
+
+# Colours for methods, fixed so a method has the same colour in every figure.
+METHOD_COLORS: dict[str, str] = {
+    "source": "#7f7f7f",
+    "none": "#bcbd22",
+    "minent": "#1f77b4",
+    "maxsquare": "#d62728",
+    "maxsquare_iw": "#ff7f0e",
+    "maxsquare_iw_multi": "#2ca02c",
+    "hard": "#9467bd",
+}
+
+_METADATA = {
+    ".png": {"Software": None},
+    ".svg": {"Date": None, "Creator": None},
+    ".pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+}
+
+
+@contextmanager
+def figure_style():
+    """Context manager applying :data:`STYLE` (use around figure creation)."""
+    with plt.rc_context(STYLE):
+        yield
+
+
+def save_figure(fig, path: str | os.PathLike, close: bool = True) -> Path:
+    """Save a figure deterministically (atomic write, no timestamps in metadata).
+
+    Args:
+        fig: a matplotlib figure.
+        path: output file; the suffix (.png, .svg, .pdf) picks the format.
+        close: close the figure afterwards (keep it open in notebooks to display it).
+    Returns:
+        the written path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _METADATA:
+        raise ValueError(f"{path}: unsupported figure format {suffix!r}; use .png, .svg or .pdf")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    with plt.rc_context(STYLE):
+        fig.savefig(tmp, metadata=_METADATA[suffix], bbox_inches=None)
+    os.replace(tmp, path)
+    if close:
+        plt.close(fig)
+    return path
+
+
+def denormalize_bgr(image: np.ndarray, mean_bgr=(104.00699, 116.66877, 122.67891)) -> np.ndarray:
+    """Undo the authors' preprocessing for display.
+
+    Args:
+        image: float array (3, H, W), BGR, mean subtracted (a dataset item).
+    Shape:
+        (3, H, W) -> (H, W, 3).
+    Returns:
+        RGB uint8 image.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    bgr = image + np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
+    return np.clip(bgr[::-1].transpose(1, 2, 0), 0, 255).round().astype(np.uint8)
+
+
+def label_panel(ax, label: np.ndarray, class_set: ClassSet | int | str, title: str | None = None):
+    """Draw a coloured label map on an axis without ticks."""
+    ax.imshow(colorize(label, class_set))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+
+
+def legend_handles(class_set: ClassSet | int | str):
+    """Patches with the class colours, for a figure legend."""
+    from matplotlib.patches import Patch
+
+    cs = class_set if isinstance(class_set, ClassSet) else class_set_for(class_set)
+    return [Patch(color=np.asarray(c) / 255.0, label=n) for n, c in zip(cs.class_names, cs.colors)]
