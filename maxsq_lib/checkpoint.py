@@ -1,0 +1,708 @@
+"""Checkpoints: atomic saves that resume exactly, and safe loaders for the authors' released files.
+
+Three kinds of file are read, always with ``torch.load(weights_only=True)`` (tensors and plain
+containers only; a file that would need arbitrary Python objects is refused):
+
+================================  ============================================================
+file                              function
+================================  ============================================================
+our own training checkpoints      :func:`save_checkpoint` / :func:`load_checkpoint`: model,
+                                  optimizer, scheduler, step, config, RNG states
+the authors' released ``.pth``    :func:`load_reference_checkpoint`: ``{"state_dict":
+(e.g. ``GTA5_source.pth``)        {"module.<key>": tensor}, "epoch", "iteration", ...}`` or a
+                                  bare state_dict; loaded strictly after removing ``module.``
+the DeepLab COCO init file        :func:`load_init_checkpoint`: keys ``Scale.<key>``; the
+(``DeepLab_resnet_pretrained_     wrapper name is dropped and the init model's own classifier
+init-f81d91e8.pth``)              (``layer5``) skipped, so both heads keep their random init
+================================  ============================================================
+
+Every problem raises :class:`CheckpointError` naming the file; a weight mismatch lists the
+missing, unexpected and wrongly shaped keys (see :class:`LoadReport`).
+
+Introduced in notebook ``02_source_pretraining``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import os
+import random
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .models import unwrap_model
+
+CHECKPOINT_FORMAT = "maxsq-checkpoint"
+"""Value of the ``format`` entry of files written by :func:`save_checkpoint`."""
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+_DATA_PARALLEL_PREFIX = "module."
+_INIT_SKIPPED_TOP_LEVEL = "layer5"
+_BACKBONE_TOP_LEVEL = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+_HEAD_TOP_LEVEL = ("layer5", "layer6")
+_LIST_LIMIT = 5
+
+
+class CheckpointError(Exception):
+    """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
+
+
+# --------------------------------------------------------------------------------------------
+# Load reports
+
+
+@dataclass
+class LoadReport:
+    """What a loader did with each tensor of a file.
+
+    Args:
+        loaded: model keys that received a tensor from the file.
+        missing: model keys the file does not provide.
+        unexpected: file keys (after prefix removal) the model does not have.
+        mismatched: ``(key, file shape, model shape)`` for keys present in both with other shapes.
+        skipped: file keys deliberately not loaded (e.g. the init file's ``layer5`` classifier).
+        info: the file's non-tensor entries (e.g. ``epoch``, ``iteration``, ``best_MIou``).
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no key is missing, unexpected or of the wrong shape."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [
+            f"loaded {len(self.loaded)} tensors; missing {len(self.missing)}, unexpected "
+            f"{len(self.unexpected)}, shape mismatches {len(self.mismatched)}, skipped {len(self.skipped)}"
+        ]
+        for title, keys in (
+            ("missing keys", self.missing),
+            ("unexpected keys", self.unexpected),
+            ("skipped keys", self.skipped),
+        ):
+            if keys:
+                lines.append(f"{title} ({len(keys)}):")
+                lines += [f"  {line}" for line in _grouped(keys)]
+        if self.mismatched:
+            lines.append(f"shape mismatches ({len(self.mismatched)}), file vs model:")
+            lines += [
+                f"  {key}: file {_shape_text(fs)} vs model {_shape_text(ms)}"
+                for key, fs, ms in self.mismatched[:_LIST_LIMIT]
+            ]
+            if len(self.mismatched) > _LIST_LIMIT:
+                lines.append(f"  ... and {len(self.mismatched) - _LIST_LIMIT} more")
+        lines += [f"hint: {hint}" for hint in _hints(self)]
+        return "\n".join(lines)
+
+
+def _top_level(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
+def _shape_text(shape: Any) -> str:
+    return f"[{', '.join(str(s) for s in shape)}]" if isinstance(shape, tuple) else str(shape)
+
+
+def _grouped(keys: Iterable[str]) -> list[str]:
+    """One line per top-level module: ``name (count): first keys, ...``."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(_top_level(key), []).append(key)
+    lines = []
+    for top, members in groups.items():
+        shown = ", ".join(members[:_LIST_LIMIT])
+        more = f", ... (+{len(members) - _LIST_LIMIT})" if len(members) > _LIST_LIMIT else ""
+        lines.append(f"{top} ({len(members)}): {shown}{more}")
+    return lines
+
+
+def _block_counts(keys: Iterable[str]) -> dict[str, int]:
+    """Bottlenecks per backbone layer implied by state_dict keys (``layer3.22.conv1.weight`` -> 23)."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        match = re.match(r"(layer[1-4])\.(\d+)\.", key)
+        if match:
+            counts[match[1]] = max(counts.get(match[1], 0), int(match[2]) + 1)
+    return counts
+
+
+def _hints(report: LoadReport) -> list[str]:
+    """Likely causes of a mismatch, in words a user can act on."""
+    hints = []
+    head_classes = {
+        (fs[0], ms[0])
+        for key, fs, ms in report.mismatched
+        if _top_level(key) in _HEAD_TOP_LEVEL
+        and isinstance(fs, tuple)
+        and fs
+        and ms
+        and fs[1:] == ms[1:]
+    }
+    for file_classes, model_classes in sorted(head_classes):
+        hints.append(
+            f"the file's heads have {file_classes} classes, the model's {model_classes}: "
+            f"build the model with num_classes={file_classes}"
+        )
+    stem = [(fs, ms) for key, fs, ms in report.mismatched if key == "conv1.weight"]
+    if stem and isinstance(stem[0][0], tuple):
+        hints.append(
+            f"the stem has {stem[0][0][0]} channels in the file and {stem[0][1][0]} in the model: "
+            "the model was built with another size (the authors' files need the 'paper' size)"
+        )
+    file_blocks = _block_counts(
+        report.loaded + report.unexpected + [k for k, _, _ in report.mismatched]
+    )
+    model_blocks = _block_counts(
+        report.loaded + report.missing + [k for k, _, _ in report.mismatched]
+    )
+    if any(
+        file_blocks[layer] != model_blocks[layer] for layer in set(file_blocks) & set(model_blocks)
+    ):
+        hints.append(
+            f"bottlenecks per layer differ: file {file_blocks}, model {model_blocks} "
+            "(the authors' ResNet-101 has 3, 4, 23, 3)"
+        )
+    if report.unexpected and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in report.unexpected):
+        hints.append(
+            "the file's keys start with 'module.' (a DataParallel state_dict): "
+            "use load_reference_checkpoint"
+        )
+    return hints
+
+
+def compare_state_dicts(
+    model_state: Mapping[str, Any], file_state: Mapping[str, Any]
+) -> LoadReport:
+    """Match a file's tensors to a model's state_dict by key and shape (pure, loads nothing).
+
+    Args:
+        model_state: the model's ``state_dict()``.
+        file_state: tensors read from a file, keys already without wrapper prefixes.
+
+    Returns:
+        A :class:`LoadReport` with ``loaded`` = keys whose shapes agree, in model order.
+    """
+    report = LoadReport()
+    for key, target in model_state.items():
+        if key not in file_state:
+            report.missing.append(key)
+            continue
+        value = file_state[key]
+        if not isinstance(value, torch.Tensor):
+            report.mismatched.append(
+                (key, f"not a tensor ({type(value).__name__})", tuple(target.shape))
+            )
+        elif value.shape != target.shape:
+            report.mismatched.append((key, tuple(value.shape), tuple(target.shape)))
+        else:
+            report.loaded.append(key)
+    report.unexpected = [key for key in file_state if key not in model_state]
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Reading files safely
+
+
+def _numpy_scalar_globals() -> list:
+    """The numpy objects needed to unpickle a numpy scalar (the authors' ``best_MIou``).
+
+    ``numpy.core.multiarray.scalar(dtype, bytes)`` only builds a number, so allowing it (and
+    ``numpy.dtype``) keeps ``weights_only`` safe. The authors' PyTorch-1.0 files name it under
+    the pre-numpy-2 module path, hence the alias.
+    """
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    dtype_classes = {type(np.dtype(code)) for code in "?bhilqBHILQefdg"}
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtype_classes]
+
+
+def _short_reason(exc: BaseException) -> str:
+    message = str(exc)
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(\n\s*\n|$)", message, flags=re.S)
+    text = match[1] if match else (message.strip().splitlines() or [""])[0]
+    text = " ".join(text.split())
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def read_checkpoint_file(
+    path: str | os.PathLike,
+    map_location: str | torch.device | None = "cpu",
+    allow_numpy_scalars: bool = False,
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the reason.
+
+    Args:
+        path: the file.
+        map_location: where tensors go (``"cpu"`` by default).
+        allow_numpy_scalars: also accept numpy scalars (needed for the authors' files, whose
+            ``best_MIou`` is a ``numpy.float64``).
+
+    Returns:
+        The unpickled object (tensors, dicts, lists, numbers, strings).
+
+    Raises:
+        CheckpointError: the file is missing, is not a torch file, is truncated, or needs a
+            Python object that ``weights_only`` refuses to build (refused for safety).
+    """
+    p = Path(path)
+    expected = "expected a PyTorch checkpoint written by torch.save (zip or legacy format)"
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p} ({expected})")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint path is not a file: {p} ({expected})")
+    allow = (
+        torch.serialization.safe_globals(_numpy_scalar_globals())
+        if allow_numpy_scalars
+        else contextlib.nullcontext()
+    )
+    try:
+        with allow:
+            return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged files; all mean "unreadable"
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if blocked:
+            raise CheckpointError(
+                f"{p}: refused for safety: unpickling it would call or build the Python object "
+                f"{blocked[1]!r}, which torch.load(weights_only=True) does not allow (a file from an "
+                "untrusted source can run code this way). Checkpoints may contain only tensors, "
+                "numbers, strings and plain containers."
+            ) from exc
+        raise CheckpointError(
+            f"{p}: not a readable checkpoint ({_short_reason(exc)}); {expected}"
+        ) from exc
+
+
+def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def _plain_info(obj: Mapping) -> dict:
+    """Non-tensor scalars of a file's top level (epoch, iteration, best_MIou) as Python values."""
+    info = {}
+    for key, value in obj.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            info[str(key)] = value
+    return info
+
+
+def _as_state_dict(obj: Any, path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensor mapping inside a loaded file (``obj["state_dict"]`` or ``obj`` itself), and info."""
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: this is a maxsq training checkpoint; use load_checkpoint ({expected})"
+        )
+    info: dict = {}
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        info = _plain_info(obj)
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(f"{path}: no tensors found ({expected}); got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"{path}: entries that are not named tensors: {bad[:_LIST_LIMIT]} ({expected})"
+        )
+    return dict(obj), info
+
+
+def _apply_state(
+    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool
+) -> LoadReport:
+    """Load ``state`` into the unwrapped model; strict: raise with a report on any mismatch."""
+    net = unwrap_model(model)
+    report = compare_state_dicts(net.state_dict(), state)
+    if strict and not report.ok:
+        raise CheckpointError(f"{path}: the weights do not fit the model:\n{report}")
+    net.load_state_dict({k: state[k] for k in report.loaded}, strict=strict)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# RNG states
+
+
+def capture_rng_states() -> dict:
+    """The states of Python's ``random``, numpy's global RNG, torch CPU and CUDA, as tensors.
+
+    Returns:
+        A dict that ``torch.load(weights_only=True)`` can read back (numpy's ``uint32`` key
+        and Python's state tuple are stored as int64 tensors).
+    """
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state(legacy=True)
+    return {
+        "python": {
+            "version": int(py_version),
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: Mapping) -> None:
+    """Restore the RNG states captured by :func:`capture_rng_states` (e.g. from a checkpoint).
+
+    CUDA states are restored for the devices present (a file from a machine with more GPUs
+    restores the first ones; a CPU-only machine ignores them).
+
+    Args:
+        states: the ``"rng"`` entry of a checkpoint.
+
+    Raises:
+        ValueError: the mapping lacks an entry or holds wrongly typed values.
+    """
+    try:
+        py = states["python"]
+        random.setstate(
+            (int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss_next"])
+        )
+        npy = states["numpy"]
+        np.random.set_state(
+            (
+                str(npy["name"]),
+                npy["keys"].numpy().astype(np.uint32),
+                int(npy["pos"]),
+                int(npy["has_gauss"]),
+                float(npy["cached_gaussian"]),
+            )
+        )
+        torch.set_rng_state(states["torch"].cpu().to(torch.uint8))
+        cuda_states = list(states.get("cuda", []))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            "RNG states must be a dict with 'python', 'numpy', 'torch' (and 'cuda') entries "
+            f"as written by capture_rng_states: {exc!r}"
+        ) from exc
+    if cuda_states and torch.cuda.is_available():
+        for device, state in enumerate(cuda_states[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state.cpu().to(torch.uint8), device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Our own checkpoints
+
+
+def to_storable(obj: Any, where: str = "value") -> Any:
+    """Convert a config / metadata value into types that ``torch.load(weights_only=True)`` reads.
+
+    Conversions: ``os.PathLike`` -> str, numpy scalar -> Python number, numpy array -> tensor,
+    Enum -> its value, dataclass -> dict, set -> sorted list; dicts, lists and tuples recursively.
+    Tensors, numbers, strings, bytes, None, ``torch.dtype``/``torch.device`` stay as they are.
+
+    Args:
+        obj: the value.
+        where: its name, for the error message (e.g. ``"extra['history']"``).
+
+    Returns:
+        The converted value.
+
+    Raises:
+        TypeError: a value of another type (e.g. a function or a module), named by ``where``.
+    """
+    if obj is None or isinstance(
+        obj, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)
+    ):
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, enum.Enum):
+        return to_storable(obj.value, where)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not (key is None or isinstance(key, (bool, int, float, str))):
+                raise TypeError(
+                    f"{where}: dict key {key!r} of type {type(key).__name__} cannot be stored"
+                )
+            out[key] = to_storable(value, f"{where}[{key!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [to_storable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, (set, frozenset)):
+        try:
+            return sorted(to_storable(v, f"{where}{{}}") for v in obj)
+        except TypeError:
+            return [to_storable(v, f"{where}{{}}") for v in obj]
+    raise TypeError(
+        f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a checkpoint "
+        "(allowed: tensors, numbers, strings, bytes, None, paths, numpy values, enums, dataclasses, "
+        "and dicts / lists / tuples of them)"
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int,
+    config: Mapping | None = None,
+    extra: Mapping | None = None,
+    scheduler_state: Mapping | None = None,
+) -> Path:
+    """Write a training checkpoint atomically (temporary file in the same folder, then rename).
+
+    The file holds ``format``, ``format_version``, ``step``, ``model`` (state_dict without any
+    ``module.`` prefix, whatever wrapper the model is in), ``optimizer``, ``scheduler``,
+    ``config``, ``extra``, ``rng`` (:func:`capture_rng_states`) and ``torch_version``, all
+    readable by ``torch.load(weights_only=True)``. A failed save leaves no temporary file and
+    any earlier file at ``path`` untouched.
+
+    Args:
+        path: destination file; its folder is created if needed.
+        model: the model (bare or wrapped in DDP / DataParallel / torch.compile).
+        optimizer: its state is saved when given.
+        step: training iterations done (the step to resume from).
+        config: the resolved run configuration (converted by :func:`to_storable`).
+        extra: any other metadata (metrics, history), converted by :func:`to_storable`.
+        scheduler_state: a learning-rate scheduler's ``state_dict()``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: a value cannot be stored, or writing failed (the message names the path).
+    """
+    p = Path(path)
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise CheckpointError(f"{p}: step must be a non-negative int, got {step!r}")
+    try:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "step": int(step),
+            "model": unwrap_model(model).state_dict(),
+            "optimizer": None if optimizer is None else optimizer.state_dict(),
+            "scheduler": to_storable(scheduler_state, "scheduler_state"),
+            "config": to_storable(config, "config"),
+            "extra": to_storable(extra, "extra"),
+            "rng": capture_rng_states(),
+            "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
+        }
+    except TypeError as exc:
+        raise CheckpointError(f"{p}: cannot save checkpoint: {exc}") from exc
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, p)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if isinstance(exc, Exception):
+            raise CheckpointError(
+                f"{p}: writing the checkpoint failed ({_short_reason(exc)})"
+            ) from exc
+        raise
+    return p
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device | None = "cpu",
+    restore_rng: bool = False,
+    strict: bool = True,
+) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` and restore what is given.
+
+    Args:
+        path: the file.
+        model: receives the weights (bare or wrapped); strict key and shape match by default.
+        optimizer: receives the optimizer state (the file must contain one).
+        map_location: where tensors are loaded (``"cpu"`` by default).
+        restore_rng: also restore Python / numpy / torch / CUDA RNG states, for exact resume.
+        strict: with False, load the matching tensors and ignore the rest.
+
+    Returns:
+        The checkpoint dict: ``step``, ``config``, ``extra``, ``scheduler``, ``model``,
+        ``optimizer``, ``rng``, ...
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, not a maxsq checkpoint, or weights / optimizer
+            state that do not fit.
+    """
+    p = Path(path)
+    ckpt = read_checkpoint_file(p, map_location=map_location, allow_numpy_scalars=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        hint = ""
+        if isinstance(ckpt, dict) and (
+            "state_dict" in ckpt or any(str(k).startswith("module.") for k in ckpt)
+        ):
+            hint = (
+                "; it looks like one of the authors' released files: use load_reference_checkpoint"
+            )
+        raise CheckpointError(
+            f"{p}: not a maxsq checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r} "
+            f"written by save_checkpoint){hint}"
+        )
+    if model is not None:
+        _apply_state(model, ckpt["model"], p, strict)
+    if optimizer is not None:
+        if ckpt.get("optimizer") is None:
+            raise CheckpointError(f"{p}: the checkpoint holds no optimizer state")
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{p}: the optimizer state does not fit the optimizer: {exc}"
+            ) from exc
+    if restore_rng:
+        try:
+            restore_rng_states(ckpt["rng"])
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{p}: cannot restore RNG states: {exc}") from exc
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# The authors' files
+
+
+def load_reference_checkpoint(
+    model: nn.Module, path: str | os.PathLike, strict: bool = True
+) -> LoadReport:
+    """Load one of the authors' released checkpoints (e.g. ``GTA5_source.pth``) into a model.
+
+    Their files are ``{"epoch", "iteration", "state_dict", "optimizer", "best_MIou"}`` with a
+    ``DataParallel`` state_dict (every key prefixed ``module.``), or a bare state_dict. The
+    prefix is removed and the tensors are loaded strictly. Build the model with
+    ``deeplabv2(num_classes, aspp_branches=2)`` to compute what the authors computed.
+
+    Args:
+        model: a paper-size :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
+        path: the ``.pth`` file.
+        strict: with False, load the matching tensors and report the rest instead of raising.
+
+    Returns:
+        A :class:`LoadReport`; its ``info`` holds ``epoch``, ``iteration``, ``best_MIou``.
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, or (strict) missing / unexpected / wrongly
+            shaped keys, listed by module with hints (e.g. a 16-class file for a 19-class model).
+
+    Introduced in notebook ``05_evaluation``.
+    """
+    p = Path(path)
+    expected = (
+        "expected the authors' checkpoint: a dict with a 'state_dict' entry whose keys start "
+        "with 'module.', or a bare state_dict"
+    )
+    obj = read_checkpoint_file(p, allow_numpy_scalars=True)
+    state, info = _as_state_dict(obj, p, expected)
+    report = _apply_state(model, _strip_prefix(state, _DATA_PARALLEL_PREFIX), p, strict)
+    report.info = info
+    return report
+
+
+def load_init_checkpoint(
+    model: nn.Module, path: str | os.PathLike, strict_backbone: bool = True
+) -> LoadReport:
+    """Initialise the backbone from the DeepLab COCO init file, as the authors' source training does.
+
+    The file's keys carry a wrapper name (``Scale.conv1.weight``); the first dotted component is
+    dropped. Keys whose remaining top level is ``layer5`` (the init model's classifier, which sat
+    on layer4) are skipped, every other tensor is copied; so both heads keep their N(0, 0.01)
+    init and BN ``num_batches_tracked`` stays as it is when the file lacks it.
+
+    Args:
+        model: a paper-size :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
+        path: ``DeepLab_resnet_pretrained_init-f81d91e8.pth`` (a bare state_dict).
+        strict_backbone: raise if a backbone tensor (other than ``num_batches_tracked``) is not
+            in the file. Unexpected keys and shape mismatches always raise.
+
+    Returns:
+        A :class:`LoadReport`: ``loaded`` model keys, ``skipped`` file keys (``Scale.layer5.*``),
+        ``missing`` model keys left at their init (the heads, ``num_batches_tracked``).
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, or keys that do not fit the model.
+
+    Introduced in notebook ``02_source_pretraining``.
+    """
+    p = Path(path)
+    expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
+    obj = read_checkpoint_file(p, allow_numpy_scalars=True)
+    state, info = _as_state_dict(obj, p, expected)
+    net = unwrap_model(model)
+    model_state = net.state_dict()
+    stripped: dict[str, torch.Tensor] = {}
+    skipped: list[str] = []
+    for key, value in state.items():
+        inner = key.split(".", 1)[1] if "." in key else key
+        if _top_level(inner) == _INIT_SKIPPED_TOP_LEVEL:
+            skipped.append(key)
+        else:
+            stripped[inner] = value
+    report = compare_state_dicts(model_state, stripped)
+    report.skipped, report.info = skipped, info
+    missing_backbone = [
+        k
+        for k in report.missing
+        if _top_level(k) in _BACKBONE_TOP_LEVEL and not k.endswith("num_batches_tracked")
+    ]
+    if report.unexpected or report.mismatched or (strict_backbone and missing_backbone):
+        details = [str(report)]
+        if strict_backbone and missing_backbone:
+            details.append(
+                f"backbone tensors the file lacks ({len(missing_backbone)}): "
+                + "; ".join(_grouped(missing_backbone))
+            )
+        if {_top_level(k) for k in state} & {_top_level(k) for k in model_state}:
+            details.append(
+                "hint: the file's keys have no wrapper prefix (the first dotted name is "
+                "dropped); is it a plain model state_dict? use load_reference_checkpoint"
+            )
+        raise CheckpointError(
+            f"{p}: the init weights do not fit the model ({expected}):\n" + "\n".join(details)
+        )
+    merged = dict(model_state)
+    merged.update({k: stripped[k] for k in report.loaded})
+    net.load_state_dict(merged, strict=True)
+    return report
