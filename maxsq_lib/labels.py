@@ -67,6 +67,12 @@ SYNTHIA_ID_TO_TRAIN19: dict[int, int] = {
 Source: the authors' ``synthia_Dataset.py`` id map (official-code-facts §6.3).
 """
 
+CITYSCAPES_LABEL_IDS: frozenset[int] = frozenset(lab.id for lab in _cs.labels if lab.id >= 0)
+"""Label ids a Cityscapes-encoded label may hold (0..33); also GTA5 and NTHU."""
+
+SYNTHIA_LABEL_IDS: frozenset[int] = frozenset(range(23))
+"""Label ids a SYNTHIA label (channel 0) may hold: 0 (void) .. 22 (lane marking)."""
+
 IGNORE_COLOR: tuple[int, int, int] = (0, 0, 0)
 """Colour drawn for ignored pixels."""
 
