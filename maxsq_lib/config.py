@@ -55,7 +55,6 @@ class DataConfig:
     augment: bool = True
     blur: bool = True
     workers: int = 2
-    cache: bool = False
 
 
 @dataclass
@@ -129,6 +128,7 @@ class RunConfig:
 
     profile: str = "paper"
     benchmark: str = "gta5_cityscapes"
+    source_benchmark: str | None = None
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -136,6 +136,7 @@ class RunConfig:
     amp: str = "none"
     channels_last: bool = False
     runs_root: str = "runs"
+    tag: str | None = None
     log_every: int = 50
     image_every: int = 1_000
     checkpoint_every: int = 1_000
@@ -167,13 +168,15 @@ class RunConfig:
             if stage.schedule_horizon < stage.iterations:
                 raise ConfigError(f"{name}.schedule_horizon ({stage.schedule_horizon}) must be >= "
                                   f"{name}.iterations ({stage.iterations})")
+        if self.tag is not None and not all(ch.isalnum() or ch in "._-" for ch in self.tag):
+            raise ConfigError(f"tag {self.tag!r}: use letters, digits, '.', '_' or '-' only")
         if not 0.0 <= self.adapt.threshold <= 1.0:
             raise ConfigError(f"adapt.threshold must be in [0, 1], got {self.adapt.threshold}")
         return self
 
-    def run_dir(self, method: str) -> Path:
-        """``<runs_root>/<profile>/<benchmark>/<method>/seed<k>/``."""
-        return Path(self.runs_root) / self.profile / self.benchmark / method / f"seed{self.seed}"
+    def run_dir(self, name: str) -> Path:
+        """``<runs_root>/<profile>/<benchmark>/<name>/seed<k>/``."""
+        return Path(self.runs_root) / self.profile / self.benchmark / name / f"seed{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -1,0 +1,335 @@
+"""The ``maxsq`` command line (also ``python -m maxsq_lib``).
+
+Commands::
+
+    maxsq prepare minicity   generate the embedded MiniCity benchmark
+    maxsq prepare lists      write the authors' list files for a real dataset
+    maxsq data check NAME    read every listed image/label pair and report problems
+    maxsq train-source       source-only pretraining
+    maxsq adapt --method M   adaptation from the source model
+    maxsq evaluate           evaluate a run or a checkpoint (also the authors' released files)
+    maxsq reproduce          source + every method for several seeds, then the summary
+    maxsq summary            results table of finished runs (summary.json + summary.md)
+
+Every training command takes ``--profile``, ``--data-root``, ``--runs`` and ``--seed``; flags that
+exist in the authors' scripts also accept their spelling (``--lambda_target``, ``--IW_ratio``...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _common(p: argparse.ArgumentParser, benchmark: bool = True) -> None:
+    g = p.add_argument_group("run selection")
+    g.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"],
+                   help="configuration profile (default: cpu = the embedded MiniCity default)")
+    if benchmark:
+        g.add_argument("--benchmark", default=None,
+                       help="benchmark of the profile (default: its first, e.g. minicity or "
+                            "gta5_cityscapes); see maxsq_lib/configs/<profile>.yaml")
+    g.add_argument("--data-root", "--data_root_path", dest="data_root", default=None,
+                   help="folder holding the datasets in their layouts (default: the profile's, "
+                        "datasets/ for paper, datasets/minicity-<profile>/ for MiniCity)")
+    g.add_argument("--runs", default="runs", help="folder for run outputs (default: runs/)")
+    g.add_argument("--seed", type=int, default=0, help="seed deciding everything (default 0)")
+    g.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: profile)")
+    g.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set adapt.iterations=200 (repeatable)")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run control")
+    g.add_argument("--resume", "--continue_training", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (exact)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of a finished run (refused otherwise)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maxsq", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # prepare
+    prep = sub.add_parser("prepare", help="generate MiniCity or write list files for real data")
+    prep_sub = prep.add_subparsers(dest="what", required=True, metavar="WHAT")
+    mc = prep_sub.add_parser("minicity", help="generate the MiniCity benchmark (deterministic)")
+    mc.add_argument("--data-root", dest="data_root", default=None,
+                    help="where to write (default: datasets/minicity-<profile>/, the folder the "
+                         "profile reads; kept apart from real datasets under datasets/)")
+    mc.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"],
+                    help="size of the generated set (default cpu)")
+    mc.add_argument("--seed", type=int, default=0)
+    mc.add_argument("--shift", type=float, default=None,
+                    help="domain shift strength in [0, 1] (default: the calibrated value)")
+    mc.add_argument("--force", action="store_true", help="regenerate even if complete")
+    lists = prep_sub.add_parser("lists", help="write <dataset>/list/<split>.txt from the files")
+    lists.add_argument("dataset", choices=["gta5", "synthia", "cityscapes", "nthu"])
+    lists.add_argument("--data-root", dest="data_root", default="datasets")
+    lists.add_argument("--city", default=None, help="NTHU city (Rome, Rio, Tokyo, Taipei)")
+    lists.add_argument("--split-file", default=None, help="GTA5 split.mat (else all.txt only)")
+
+    # data check
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="what", required=True, metavar="WHAT")
+    chk = data_sub.add_parser("check", help="read every listed pair and report problems")
+    chk.add_argument("dataset", choices=["gta5", "synthia", "cityscapes", "nthu"])
+    chk.add_argument("--data-root", dest="data_root", default="datasets")
+    chk.add_argument("--split", default=None, help="one split (default: every list file)")
+    chk.add_argument("--city", default=None, help="NTHU city")
+    chk.add_argument("--num-classes", "--num_classes", dest="num_classes", type=int, default=19,
+                     choices=[19, 16, 13, 10])
+    chk.add_argument("--limit", type=int, default=None, help="check only the first N entries")
+
+    # train-source
+    ts = sub.add_parser("train-source", help="source-only pretraining")
+    _common(ts)
+    _train_flags(ts)
+    ts.add_argument("--multi", type=_bool, default=None, metavar="BOOL",
+                    help="also train the aux head with λ_seg·CE (the authors' --multi)")
+    ts.add_argument("--iterations", "--iter_stop", dest="iterations", type=int, default=None)
+    ts.add_argument("--init-checkpoint", default=None,
+                    help="DeepLab init file (default: profile; 'none' = from scratch)")
+
+    # adapt
+    ad = sub.add_parser("adapt", help="adaptation from the source model")
+    _common(ad)
+    _train_flags(ad)
+    ad.add_argument("--method", "--target_mode", dest="method", required=True,
+                    choices=["none", "minent", "maxsquare", "maxsquare_iw",
+                             "maxsquare_iw_multi", "hard"],
+                    help="target loss: none (BatchNorm-only control), minent, maxsquare, "
+                         "maxsquare_iw, maxsquare_iw_multi, hard")
+    ad.add_argument("--lambda-target", "--lambda_target", dest="lambda_target", type=float,
+                    default=None, help="λ_T (default: profile; paper 0.1, Multi 0.09)")
+    ad.add_argument("--iw-ratio", "--IW_ratio", dest="iw_ratio", type=float, default=None,
+                    help="α of the image-wise weights (default 0.2)")
+    ad.add_argument("--threshold", type=float, default=None,
+                    help="confidence threshold of Multi / hard (default 0.95; 0.98 cross-city)")
+    ad.add_argument("--lambda-seg", "--lambda_seg", dest="lambda_seg", type=float, default=None)
+    ad.add_argument("--bn-mode", choices=["train", "frozen"], default=None,
+                    help="BatchNorm during adaptation: train (the authors) or frozen")
+    ad.add_argument("--match-gradient-to", default=None,
+                    choices=["minent", "maxsquare", "maxsquare_iw", "hard"],
+                    help="set λ_T so that the initial logit-gradient norm equals this method's "
+                         "at the same λ_T")
+    ad.add_argument("--source-checkpoint", "--pretrained_ckpt_file", dest="source_checkpoint",
+                    default=None, help="start from this checkpoint (ours or the authors') instead "
+                                       "of this profile's source run")
+    ad.add_argument("--iterations", dest="iterations", type=int, default=None)
+    ad.add_argument("--tag", default=None,
+                    help="suffix of the run folder (<method>-<tag>) for variants of a method")
+
+    # evaluate
+    ev = sub.add_parser("evaluate", help="evaluate a finished run or a checkpoint file")
+    _common(ev)
+    ev.add_argument("--method", default=None,
+                    help="evaluate this profile's run of a method ('source' for the source run)")
+    ev.add_argument("--tag", default=None)
+    ev.add_argument("--checkpoint", "--pretrained_ckpt_file", dest="checkpoint", default=None,
+                    help="a checkpoint file (ours, or the authors' released .pth)")
+    ev.add_argument("--flip", action="store_true", help="flip ensembling (mean of softmaxes)")
+    ev.add_argument("--aspp-branches", type=int, choices=[2, 4], default=None,
+                    help="2 reproduces the authors' heads (needed for their checkpoints)")
+    ev.add_argument("--full-resolution-labels", action="store_true",
+                    help="score against labels at their native resolution (not the authors')")
+    ev.add_argument("--split", default=None, help="split to evaluate (default: target val)")
+    ev.add_argument("--output", default=None, help="write the result JSON here")
+    ev.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    ev.add_argument("--no-progress", action="store_true")
+
+    # reproduce / summary
+    rp = sub.add_parser("reproduce", help="source + each method for several seeds, then summary")
+    _common(rp)
+    rp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    rp.add_argument("--methods", nargs="+",
+                    default=["none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi"])
+    rp.add_argument("--jobs", type=int, default=1,
+                    help="runs at once (each with one thread when > 1; 2 suits a 2-core machine)")
+    rp.add_argument("--lambda-sweep", type=float, nargs="*", default=None, metavar="λ",
+                    help="study: λ_T values for --sweep-methods (first seed only)")
+    rp.add_argument("--sweep-methods", nargs="+", default=["minent", "maxsquare"])
+    rp.add_argument("--match-gradient", action="store_true",
+                    help="study: MaxSquare at MinEnt's initial logit-gradient norm")
+    rp.add_argument("--bn-frozen", action="store_true",
+                    help="study: MaxSquare with BatchNorm frozen during adaptation")
+    rp.add_argument("--no-progress", action="store_true")
+    sm = sub.add_parser("summary", help="results table of the finished runs of a profile")
+    sm.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
+    sm.add_argument("--runs", default="runs")
+    sm.add_argument("--benchmark", default=None)
+    return parser
+
+
+def _bool(text: str) -> bool:
+    """The authors' str2bool."""
+    low = text.lower()
+    if low in ("yes", "true", "t", "y", "1"):
+        return True
+    if low in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def resolve_from_args(args, method: str | None = None):
+    """The run config the common flags describe."""
+    from . import config as C
+
+    overrides: dict = {"runs_root": args.runs, "seed": args.seed}
+    if args.data_root:
+        overrides["data"] = {"root": args.data_root}
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    for text in getattr(args, "overrides", []):
+        C.deep_update(overrides, C.parse_override(text))
+    extra: dict = {}
+    for flag, key in (("lambda_target", "lambda_target"), ("iw_ratio", "iw_ratio"),
+                      ("threshold", "threshold"), ("lambda_seg", "lambda_seg"),
+                      ("bn_mode", "bn_mode"), ("match_gradient_to", "match_gradient_to"),
+                      ("source_checkpoint", "source_checkpoint")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            extra.setdefault("adapt", {})[key] = value
+    if getattr(args, "iterations", None) is not None:
+        extra.setdefault("adapt" if method else "source", {})["iterations"] = args.iterations
+    if getattr(args, "multi", None) is not None:
+        extra.setdefault("source", {})["multi"] = args.multi
+    init = getattr(args, "init_checkpoint", None)
+    if init is not None:
+        extra.setdefault("source", {})["init_checkpoint"] = None if init.lower() == "none" else init
+    if getattr(args, "tag", None):
+        extra["tag"] = args.tag
+    C.deep_update(overrides, extra)
+    cfg = C.resolve(args.profile, getattr(args, "benchmark", None), method, overrides)
+    # a schedule horizon shorter than the iterations asked for is stretched, not an error
+    for stage in (cfg.source, cfg.adapt):
+        stage.schedule_horizon = max(stage.schedule_horizon, stage.iterations)
+    return cfg
+
+
+def _cmd_prepare(args) -> int:
+    if args.what == "minicity":
+        from data_prep.minicity import generate_minicity
+
+        root = args.data_root or f"datasets/minicity-{args.profile}"
+        summary = generate_minicity(root=root, profile=args.profile, seed=args.seed,
+                                    shift=args.shift, force=args.force)
+        print(_format_summary(summary))
+        return 0
+    from data_prep import lists as L
+
+    root = Path(args.data_root)
+    if args.dataset == "cityscapes":
+        counts = L.write_cityscapes_lists(root)
+    elif args.dataset == "synthia":
+        counts = L.write_synthia_lists(root)
+    elif args.dataset == "nthu":
+        if not args.city:
+            print("maxsq prepare lists nthu: --city is required (Rome, Rio, Tokyo, Taipei)",
+                  file=sys.stderr)
+            return 2
+        counts = L.write_nthu_lists(root, args.city)
+    else:
+        counts = L.write_gta5_lists(root, split_file=args.split_file)
+    for split, n in counts.items():
+        print(f"{args.dataset} {split}: {n} entries")
+    return 0
+
+
+def _format_summary(summary) -> str:
+    if not isinstance(summary, dict):
+        return str(summary)
+    return "\n".join(f"{k}: {v}" for k, v in summary.items())
+
+
+def _cmd_data(args) -> int:
+    from .data.check import check_dataset
+
+    report = check_dataset(args.dataset, args.data_root, split=args.split,
+                           num_classes=args.num_classes, city=args.city, limit=args.limit)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _cmd_train(args, stage: str) -> int:
+    from .engine import train
+
+    method = args.method if stage == "adapt" else None
+    cfg = resolve_from_args(args, method)
+    metrics = train(cfg, stage, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.no_progress)
+    last = metrics["last"]
+    print(f"{metrics['run']} seed {cfg.seed}: target val mIoU {100 * last['miou']:.2f} (last), "
+          f"best {100 * metrics['best_on_target_val']['miou']:.2f}; outputs in "
+          f"{Path(cfg.runs_root) / cfg.profile / cfg.benchmark}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .engine.evaluate_cli import evaluate_command
+
+    return evaluate_command(args)
+
+
+def _cmd_reproduce(args) -> int:
+    from .engine.reproduce import reproduce
+
+    reproduce(args)
+    return 0
+
+
+def _cmd_summary(args) -> int:
+    from .engine.summary import write_summary
+
+    paths = write_summary(args.runs, args.profile, args.benchmark)
+    for p in paths:
+        print(f"wrote {p}")
+    print(Path(paths[-1]).read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .config import ConfigError
+    from .engine.runs import RunExistsError
+    from .engine.trainer import MissingInputError, TrainingDiverged
+
+    known = (ConfigError, RunExistsError, MissingInputError, TrainingDiverged, FileNotFoundError)
+    try:
+        from .data import DatasetError
+
+        known = known + (DatasetError,)
+    except ImportError:
+        pass
+    try:
+        if args.command == "prepare":
+            return _cmd_prepare(args)
+        if args.command == "data":
+            return _cmd_data(args)
+        if args.command == "train-source":
+            return _cmd_train(args, "source")
+        if args.command == "adapt":
+            return _cmd_train(args, "adapt")
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        if args.command == "reproduce":
+            return _cmd_reproduce(args)
+        if args.command == "summary":
+            return _cmd_summary(args)
+    except known as exc:
+        print(f"maxsq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

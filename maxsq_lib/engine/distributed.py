@@ -1,0 +1,72 @@
+"""Process-group helpers for ``torchrun`` (NCCL on GPUs, gloo on CPU).
+
+A single process (no ``WORLD_SIZE`` in the environment) needs no process group; everything here
+then degrades to no-ops, so the training loop has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits: ``rank`` of ``world`` processes, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def single_process() -> DistInfo:
+    return DistInfo()
+
+
+def init_from_env(device_kind: str) -> DistInfo:
+    """Join the process group ``torchrun`` describes in the environment, if any.
+
+    Args:
+        device_kind: ``"cuda"`` (NCCL) or ``"cpu"`` (gloo).
+    Returns:
+        this process's :class:`DistInfo`.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return single_process()
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not tdist.is_initialized():
+        backend = "nccl" if device_kind == "cuda" else "gloo"
+        if device_kind == "cuda":
+            torch.cuda.set_device(local_rank)
+        tdist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local_rank)
+
+
+def all_reduce_sum(tensor: torch.Tensor, dist: DistInfo) -> torch.Tensor:
+    """Sum a tensor over ranks (in place); identity for a single process."""
+    if dist.enabled:
+        tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(dist: DistInfo) -> None:
+    if dist.enabled:
+        tdist.barrier()
+
+
+def shutdown(dist: DistInfo) -> None:
+    if dist.enabled and tdist.is_initialized():
+        tdist.destroy_process_group()

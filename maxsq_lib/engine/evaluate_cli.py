@@ -1,0 +1,54 @@
+"""``maxsq evaluate``: score a run or a checkpoint file (ours or the authors' released ones).
+
+It never deletes anything and refuses to overwrite an existing ``--output`` unless asked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..labels import class_set_for
+from .evaluation import evaluate
+from .runs import RunExistsError, write_json_atomic
+from .trainer import (MissingInputError, build_dataset, build_model, load_weights, resolve_device,
+                      run_dir_for)
+
+
+def evaluate_command(args) -> int:
+    from ..cli import resolve_from_args
+
+    method = args.method if args.method not in (None, "source") else None
+    cfg = resolve_from_args(args, method)
+    if args.aspp_branches is not None:
+        cfg.model.aspp_branches = args.aspp_branches
+    if args.split:
+        cfg.data.val_split = args.split
+    cfg.eval.full_resolution_labels = bool(args.full_resolution_labels)
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    elif args.method:
+        checkpoint = run_dir_for(cfg, "source" if method is None else "adapt") / "final.pt"
+    else:
+        raise MissingInputError("maxsq evaluate: give --checkpoint FILE or --method NAME "
+                                "(a finished run of this profile)")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.overwrite:
+        raise RunExistsError(f"{output} exists; pass --overwrite to replace it")
+    device = resolve_device(cfg.device)
+    model = build_model(cfg).to(device)
+    note = load_weights(model, checkpoint)
+    print(note)
+    dataset = build_dataset(cfg, "val")
+    result = evaluate(model, dataset, class_set_for(cfg.data.num_classes), device=device,
+                      flip=args.flip, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
+                      amp=cfg.amp, progress=not args.no_progress,
+                      desc=f"evaluate {checkpoint.name}")
+    print(f"{cfg.benchmark} / {cfg.data.target} {cfg.data.val_split}: {checkpoint}")
+    print(result.table())
+    print(f"mean normalised entropy (label-free score): {result.mean_entropy:.4f}")
+    if output is not None:
+        write_json_atomic(output, {"checkpoint": str(checkpoint), "benchmark": cfg.benchmark,
+                                   "split": cfg.data.val_split, "aspp_branches": cfg.model.aspp_branches,
+                                   **result.to_dict()})
+        print(f"wrote {output}")
+    return 0

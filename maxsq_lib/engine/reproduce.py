@@ -1,0 +1,155 @@
+"""``maxsq reproduce``: source pretraining and every method for several seeds, plus studies.
+
+Finished runs are reused (a finished run is never retrained), so the command can be re-run after
+an interruption. With ``--jobs 2`` two runs go at once, each with one thread: on a 2-core machine
+that was faster than one run with two threads. Studies (first seed only):
+
+- ``--lambda-sweep 0.003 0.01 ...`` for ``--sweep-methods`` (tag ``lambda<value>``);
+- ``--match-gradient`` : MaxSquare with λ set so its initial logit-gradient norm equals
+  MinEnt's at the paper's λ (tag ``match-minent``);
+- ``--bn-frozen`` : MaxSquare with BatchNorm frozen during adaptation (tag ``bn-frozen``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .runs import is_finished
+
+
+@dataclass
+class Job:
+    """One ``maxsq`` training command and the run folder it fills."""
+
+    name: str
+    argv: list[str]
+    run_dir: Path
+    after: list[str] = field(default_factory=list)
+
+
+def plan_jobs(args) -> list[Job]:
+    """The jobs of a reproduction, in dependency order."""
+    from ..cli import resolve_from_args
+    from .trainer import run_dir_for
+
+    def common(seed: int) -> list[str]:
+        out = ["--profile", args.profile, "--runs", args.runs, "--seed", str(seed), "--no-progress"]
+        if args.data_root:
+            out += ["--data-root", args.data_root]
+        if getattr(args, "benchmark", None):
+            out += ["--benchmark", args.benchmark]
+        if getattr(args, "device", None):
+            out += ["--device", args.device]
+        for o in getattr(args, "overrides", []):
+            out += ["--set", o]
+        return out
+
+    def run_dir(seed: int, method: str | None, extra: list[str]) -> Path:
+        ns = _namespace(args, seed, method, extra)
+        cfg = resolve_from_args(ns, method)
+        return run_dir_for(cfg, "source" if method is None else "adapt")
+
+    jobs: list[Job] = []
+    for seed in args.seeds:
+        src = Job(f"source seed{seed}", ["train-source", *common(seed)], run_dir(seed, None, []))
+        jobs.append(src)
+        for method in args.methods:
+            jobs.append(Job(f"{method} seed{seed}", ["adapt", "--method", method, *common(seed)],
+                            run_dir(seed, method, []), after=[src.name]))
+    first = args.seeds[0]
+    studies: list[tuple[str, str, list[str]]] = []
+    for value in getattr(args, "lambda_sweep", None) or []:
+        for method in getattr(args, "sweep_methods", None) or ["minent", "maxsquare"]:
+            studies.append((method, f"lambda{value:g}", ["--lambda-target", f"{value:g}"]))
+    if getattr(args, "match_gradient", False):
+        studies.append(("maxsquare", "match-minent", ["--match-gradient-to", "minent"]))
+    if getattr(args, "bn_frozen", False):
+        studies.append(("maxsquare", "bn-frozen", ["--bn-mode", "frozen"]))
+    for method, tag, extra in studies:
+        argv = ["adapt", "--method", method, "--tag", tag, *extra, *common(first)]
+        jobs.append(Job(f"{method}-{tag} seed{first}", argv,
+                        run_dir(first, method, ["--tag", tag, *extra]),
+                        after=[f"source seed{first}"]))
+    return jobs
+
+
+def _namespace(args, seed: int, method: str | None, extra: list[str]):
+    from ..cli import build_parser
+
+    argv = (["adapt", "--method", method] if method else ["train-source"]) + [
+        "--profile", args.profile, "--runs", args.runs, "--seed", str(seed)] + extra
+    if args.data_root:
+        argv += ["--data-root", args.data_root]
+    if getattr(args, "benchmark", None):
+        argv += ["--benchmark", args.benchmark]
+    for o in getattr(args, "overrides", []):
+        argv += ["--set", o]
+    return build_parser().parse_args(argv)
+
+
+def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
+    """Run jobs (skipping finished runs), at most ``parallel`` at once, respecting ``after``.
+
+    Each job runs as ``python -m maxsq_lib ...``; with ``parallel > 1`` each gets one thread.
+    Returns:
+        seconds per job that ran.
+    Raises:
+        RuntimeError naming the failed job and its log file.
+    """
+    pending = [j for j in jobs if not is_finished(j.run_dir)]
+    done = {j.name for j in jobs if j not in pending}
+    for j in jobs:
+        if j.name in done:
+            log(f"[reuse] {j.name}: finished run in {j.run_dir}")
+    running: dict[str, tuple[Job, subprocess.Popen, float, Path]] = {}
+    seconds: dict[str, float] = {}
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    if parallel > 1:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    while pending or running:
+        for j in list(pending):
+            if len(running) >= parallel:
+                break
+            if all(a in done for a in j.after):
+                j.run_dir.mkdir(parents=True, exist_ok=True)
+                log_path = j.run_dir / "console.log"
+                with open(log_path, "w") as fh:
+                    argv = list(j.argv)
+                    if parallel > 1:
+                        argv += ["--set", "threads=1"]
+                    proc = subprocess.Popen([sys.executable, "-m", "maxsq_lib", *argv],
+                                            stdout=fh, stderr=subprocess.STDOUT, env=env)
+                running[j.name] = (j, proc, time.perf_counter(), log_path)
+                pending.remove(j)
+                log(f"[start] {j.name}")
+        time.sleep(0.5)
+        for name, (j, proc, t0, log_path) in list(running.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del running[name]
+            if rc != 0:
+                for _, p, _, _ in running.values():
+                    p.terminate()
+                tail = log_path.read_text()[-2000:]
+                raise RuntimeError(f"{name} failed (exit {rc}); log: {log_path}\n{tail}")
+            seconds[name] = time.perf_counter() - t0
+            done.add(name)
+            log(f"[done]  {name} in {seconds[name]:.0f} s")
+    return seconds
+
+
+def reproduce(args) -> None:
+    from .summary import write_summary
+
+    jobs = plan_jobs(args)
+    t0 = time.perf_counter()
+    run_jobs(jobs, parallel=getattr(args, "jobs", 1))
+    print(f"all runs finished in {time.perf_counter() - t0:.0f} s")
+    for path in write_summary(args.runs, args.profile, getattr(args, "benchmark", None)):
+        print(f"wrote {path}")

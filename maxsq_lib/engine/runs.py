@@ -1,0 +1,84 @@
+"""Run folders, their names, and reading finished runs back.
+
+Layout: ``<runs>/<profile>/<benchmark>/<run name>/seed<k>/`` where the run name is ``source`` (or
+``source_multi`` when the source model also trains the aux head) for pretraining, and the method
+name, optionally followed by ``-<tag>`` (e.g. ``maxsquare-lambda0.03``), for adaptation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+FINISHED_MARKER = "FINISHED"
+
+
+class RunExistsError(FileExistsError):
+    """A run folder already holds outputs that this command would overwrite."""
+
+
+def source_run_name(cfg) -> str:
+    return "source_multi" if cfg.source.multi else "source"
+
+
+def run_name(cfg, stage: str) -> str:
+    """The folder name of a run (see the module docstring)."""
+    if stage == "source":
+        return source_run_name(cfg)
+    return cfg.adapt.method + (f"-{cfg.tag}" if cfg.tag else "")
+
+
+def source_run_dir(cfg) -> Path:
+    """The source run an adaptation starts from; benchmarks that share a source model (the four
+    cross-city targets) name the owner in ``source_benchmark``."""
+    owner = cfg.source_benchmark or cfg.benchmark
+    return (Path(cfg.runs_root) / cfg.profile / owner / source_run_name(cfg) / f"seed{cfg.seed}")
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / FINISHED_MARKER).is_file() and (Path(run_dir) / "metrics.json").is_file()
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON (NaN/inf as null) to a temporary file, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_json_safe(data), indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict:
+    """The ``metrics.json`` of a finished run; a clear error otherwise."""
+    run_dir = Path(run_dir)
+    if not is_finished(run_dir):
+        raise FileNotFoundError(f"no finished run in {run_dir} (expected {FINISHED_MARKER} and "
+                                f"metrics.json)")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def find_runs(runs_root: str | os.PathLike, profile: str, benchmark: str | None = None) -> list[dict]:
+    """Metrics of every finished run under ``<runs_root>/<profile>/[<benchmark>/]``, sorted."""
+    base = Path(runs_root) / profile
+    pattern = f"{benchmark}/*/seed*" if benchmark else "*/*/seed*"
+    out = []
+    for run_dir in sorted(base.glob(pattern)):
+        if is_finished(run_dir):
+            m = read_metrics(run_dir)
+            m["run_dir"] = str(run_dir)
+            out.append(m)
+    return out

@@ -1,0 +1,585 @@
+"""The one training loop: source pretraining and adaptation.
+
+Per iteration (official-code-facts §5.1): set the poly learning rate; source forward, cross-entropy
+(+ λ_seg·CE on the aux head for multi-level runs), backward; in adaptation, target forward with
+BatchNorm in train mode (or frozen, an option) and the strategy's target loss, backward; one
+optimizer step. Methods differ only by their :class:`~maxsq_lib.engine.strategies.TargetStrategy`.
+
+Each run lives in ``<runs>/<profile>/<benchmark>/<run name>/seed<k>/`` and holds ``config.yaml``
+(the resolved config), ``last.pt`` (everything needed to resume), ``final.pt`` and ``best.pt``
+(model weights), ``metrics.json`` (evaluations, training log, timing), ``train.log`` and
+TensorBoard files under ``tb/``. Introduced in notebook ``02_source_pretraining``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .. import checkpoint as ckpt
+from .. import config as config_mod
+from .. import losses
+from ..labels import class_set_for
+from ..models import deeplabv2_from_preset, parameter_groups, unwrap_model
+from . import distributed as distm
+from .evaluation import EvalResult, evaluate
+from .runs import FINISHED_MARKER, RunExistsError, run_name, source_run_dir, write_json_atomic
+from .sampling import StreamBatchSampler, StreamDataset
+from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config, make_strategy
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class MissingInputError(FileNotFoundError):
+    """A checkpoint or dataset the run needs is not on disk; the message names the path."""
+
+
+def poly_lr(base_lr: float, iteration: int, horizon: int, power: float = 0.9) -> float:
+    """The authors' poly schedule: ``base · (1 − t / horizon) ** power``."""
+    return base_lr * (1.0 - iteration / horizon) ** power
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024.0
+
+
+# ----------------------------------------------------------------------------------- datasets
+
+def build_dataset(cfg: config_mod.RunConfig, role: str):
+    """One of the run's datasets.
+
+    Args:
+        cfg: the run config.
+        role: ``"source"``, ``"target"`` (unlabelled training split), ``"val"`` (target val) or
+            ``"source_val"``.
+    Returns:
+        a dataset with items ``(image, label, name)``.
+    """
+    from ..data import get_dataset
+
+    d = cfg.data
+    name, split, size, augment = {
+        "source": (d.source, d.source_split, d.source_size, d.augment),
+        "target": (d.target, d.target_split, d.target_size, d.augment),
+        "val": (d.target, d.val_split, d.val_size, False),
+        "source_val": (d.source, d.source_val_split, d.source_size, False),
+    }[role]
+    offset = {"source": 1, "target": 2}.get(role, 0)
+    kwargs = dict(root=d.root, split=split, size=tuple(size), num_classes=d.num_classes,
+                  augment=augment, blur_p=0.5 if d.blur else 0.0, city=d.city,
+                  seed=cfg.seed * 1000 + offset)
+    if role == "val" and cfg.eval.full_resolution_labels:
+        kwargs["full_resolution_labels"] = True
+    return get_dataset(name, **kwargs)
+
+
+def _stream_loader(dataset, cfg, batch_size: int, start: int, stop: int, dist):
+    stream = StreamDataset(dataset, seed=dataset.seed)
+    sampler = StreamBatchSampler(batch_size, start, stop, dist.rank, dist.world)
+    workers = cfg.data.workers
+    return DataLoader(stream, batch_sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(),
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+# ----------------------------------------------------------------------------------- model
+
+def build_model(cfg: config_mod.RunConfig) -> torch.nn.Module:
+    return deeplabv2_from_preset(cfg.model.preset, cfg.data.num_classes,
+                                 aspp_branches=cfg.model.aspp_branches)
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> str:
+    """Load weights from one of our checkpoints or one of the authors' files.
+
+    Returns:
+        a one-line description of what was loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"checkpoint not found: {path}")
+    state = ckpt.load_checkpoint(path)
+    if isinstance(state, dict) and "model" in state:
+        unwrap_model(model).load_state_dict(state["model"])
+        return f"loaded {path} (maxsq checkpoint, step {state.get('step')})"
+    report = ckpt.load_reference_checkpoint(unwrap_model(model), path)
+    return f"loaded {path} (authors' checkpoint format): {report}"
+
+
+def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
+    """Train mode; with ``bn_mode="frozen"`` BatchNorm layers stay in eval mode (running
+    statistics fixed) and their affine parameters get no gradient."""
+    model.train()
+    if bn_mode != "frozen":
+        return
+    for module in unwrap_model(model).modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+def _build_optimizer(model, optim_cfg: config_mod.OptimConfig):
+    groups = parameter_groups(unwrap_model(model), optim_cfg.lr, optim_cfg.head_lr_mult)
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    if optim_cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
+                               weight_decay=optim_cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=optim_cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=optim_cfg.weight_decay)
+
+
+# ----------------------------------------------------------------------------------- λ matching
+
+@torch.no_grad()
+def _target_logits(model, dataset, cfg, device, batches: int):
+    model.eval()
+    out = []
+    loader = DataLoader(dataset, batch_size=cfg.adapt.target_batch_size, shuffle=False)
+    for i, (images, _labels, _names) in enumerate(loader):
+        if i >= batches:
+            break
+        main, aux = model(images.to(device))
+        out.append((main.float(), aux.float()))
+    model.train()
+    return out
+
+
+def matched_lambda(model, target_dataset, cfg, device) -> dict:
+    """λ_T for ``cfg.adapt.method`` that matches the reference method's logit-gradient norm.
+
+    The norm of ∂L/∂logits of each unweighted loss is measured on the source model's predictions
+    for the first ``match_gradient_batches`` target batches; λ = λ_ref · |g_ref| / |g_method|.
+
+    Returns:
+        ``{"lambda_target", "reference", "gradient_norm", "reference_gradient_norm"}``.
+    """
+    a = cfg.adapt
+    this = strategy_from_config(a)
+    ref = make_strategy(a.match_gradient_to, lambda_target=a.lambda_target, lambda_seg=a.lambda_seg,
+                        threshold=a.threshold, iw_ratio=a.iw_ratio, faithful_scale=a.faithful_scale)
+    pairs = _target_logits(model, target_dataset, cfg, device, a.match_gradient_batches)
+    g_this = float(sum(logit_gradient_norm(this, m, x) for m, x in pairs) / len(pairs))
+    g_ref = float(sum(logit_gradient_norm(ref, m, x) for m, x in pairs) / len(pairs))
+    return {"lambda_target": a.lambda_target * g_ref / g_this, "reference": a.match_gradient_to,
+            "gradient_norm": g_this, "reference_gradient_norm": g_ref}
+
+
+# ----------------------------------------------------------------------------------- the loop
+
+@dataclass
+class StagePlan:
+    """What a stage trains: iterations, schedule, batch sizes, strategy (None = source only)."""
+
+    stage: str
+    iterations: int
+    horizon: int
+    batch_size: int
+    target_batch_size: int
+    optim: config_mod.OptimConfig
+    strategy: TargetStrategy | None
+    source_aux: bool
+    lambda_seg: float
+
+
+def plan_for(cfg: config_mod.RunConfig, stage: str) -> StagePlan:
+    if stage == "source":
+        s = cfg.source
+        return StagePlan("source", s.iterations, s.schedule_horizon, s.batch_size, 0, s.optim,
+                         None, s.multi, s.lambda_seg)
+    a = cfg.adapt
+    strategy = strategy_from_config(a)
+    return StagePlan("adapt", a.iterations, a.schedule_horizon, a.batch_size, a.target_batch_size,
+                     a.optim, strategy, strategy.uses_aux, a.lambda_seg)
+
+
+def run_dir_for(cfg: config_mod.RunConfig, stage: str) -> Path:
+    """The folder of a run (shared source runs live under their owner benchmark)."""
+    return source_run_dir(cfg) if stage == "source" else cfg.run_dir(run_name(cfg, stage))
+
+
+def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> dict:
+    """Train one stage and evaluate it; returns the metrics written to ``metrics.json``.
+
+    Args:
+        cfg: the resolved run config.
+        stage: ``"source"`` (source pretraining) or ``"adapt"`` (``cfg.adapt.method``).
+        resume: continue from ``last.pt`` of this run (exactly: model, optimizer, step, RNG,
+            data order).
+        overwrite: allow replacing a finished run's outputs (otherwise an error).
+        progress: tqdm bars.
+    Returns:
+        the metrics dict.
+    """
+    if stage not in ("source", "adapt"):
+        raise ValueError(f"stage must be 'source' or 'adapt', got {stage!r}")
+    device = resolve_device(cfg.device)
+    dist = distm.init_from_env(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        return _train(cfg, stage, device, dist, resume=resume, overwrite=overwrite, progress=progress)
+    finally:
+        distm.shutdown(dist)
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, dist) -> None:
+    finished = (run_dir / FINISHED_MARKER).is_file()
+    if finished and not overwrite:
+        raise RunExistsError(f"{run_dir} already holds a finished run; pass --overwrite to "
+                             f"replace its outputs (or use another --runs folder or --tag)")
+    if (run_dir / "last.pt").is_file() and not resume and not overwrite:
+        raise RunExistsError(f"{run_dir} holds an unfinished run (last.pt); pass --resume to "
+                             f"continue it or --overwrite to start again")
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            for name in (FINISHED_MARKER, "metrics.json", "last.pt", "best.pt", "final.pt"):
+                (run_dir / name).unlink(missing_ok=True)
+    distm.barrier(dist)
+
+
+def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed + 7919 * dist.rank)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    plan = plan_for(cfg, stage)
+    run_dir = run_dir_for(cfg, stage)
+    _prepare_run_dir(run_dir, resume, overwrite, dist)
+    class_set = class_set_for(cfg.data.num_classes)
+    log = _Logger(run_dir / "train.log", enabled=dist.is_main)
+
+    source_ds = build_dataset(cfg, "source")
+    target_ds = build_dataset(cfg, "target") if stage == "adapt" else None
+    val_ds = build_dataset(cfg, "val")
+
+    model = build_model(cfg).to(device)
+    init_note = _initialise(model, cfg, stage)
+    log(init_note)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    lambda_info = None
+    if stage == "adapt" and cfg.adapt.match_gradient_to:
+        lambda_info = matched_lambda(model, target_ds, cfg, device)
+        cfg.adapt.lambda_target = lambda_info["lambda_target"]
+        plan = plan_for(cfg, stage)
+        log(f"matched λ_T to {cfg.adapt.match_gradient_to}: {lambda_info}")
+
+    if dist.is_main:
+        config_mod.save(cfg, run_dir / "config.yaml")
+
+    optimizer = _build_optimizer(model, plan.optim)
+    start, history, train_log, best, elapsed_before, before = 0, [], [], None, 0.0, None
+    if resume and (run_dir / "last.pt").is_file():
+        state = ckpt.load_checkpoint(run_dir / "last.pt", model=unwrap_model(model),
+                                     optimizer=optimizer, restore_rng=True)
+        start = int(state["step"])
+        extra = state.get("extra") or {}
+        history, train_log = list(extra.get("history", [])), list(extra.get("train_log", []))
+        best, before = extra.get("best"), extra.get("before")
+        elapsed_before = float(extra.get("elapsed", 0.0))
+        log(f"resumed from {run_dir / 'last.pt'} at iteration {start}")
+
+    train_model = model
+    if dist.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+
+    source_loader = _stream_loader(source_ds, cfg, plan.batch_size, start, plan.iterations, dist)
+    target_iter = None
+    if target_ds is not None:
+        target_iter = iter(_stream_loader(target_ds, cfg, plan.target_batch_size, start,
+                                          plan.iterations, dist))
+
+    writer = _tensorboard(run_dir, dist, purge_step=start)
+    eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
+                       amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress)
+    if stage == "adapt" and before is None:
+        # The starting point on this target: the source-only row of this benchmark.
+        before = {"iteration": 0, **_brief(evaluate(model, val_ds, class_set,
+                                                    desc="eval before", **eval_kwargs))}
+        log(f"before adaptation: target val mIoU {100 * before['miou']:.2f}")
+
+    bn_mode = cfg.adapt.bn_mode if stage == "adapt" else "train"
+    _set_train_mode(train_model, bn_mode)
+    sums = _RunningSums(device)
+    t0 = time.perf_counter()
+    bar = tqdm(total=plan.iterations, initial=start, desc=f"{run_name(cfg, stage)} seed{cfg.seed}",
+               disable=not progress or not dist.is_main, dynamic_ncols=True)
+    it = start
+    for images, labels, _names in source_loader:
+        lr = poly_lr(1.0, it, plan.horizon, plan.optim.poly_power)
+        for g in optimizer.param_groups:
+            g["lr"] = g["base_lr"] * lr
+        step_logs = _train_step(train_model, plan, images, labels, target_iter, device, cfg)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sums.add(step_logs)
+        it += 1
+        bar.update(1)
+
+        if it % cfg.log_every == 0 or it == plan.iterations:
+            record = sums.flush(it, optimizer.param_groups[0]["lr"])
+            if not record["finite"]:
+                raise TrainingDiverged(
+                    f"a loss became NaN or infinite between iterations {record['since']} and {it}; "
+                    f"training stopped. The last good checkpoint is {run_dir / 'last.pt'} "
+                    f"(resume with a lower learning rate or λ).")
+            train_log.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+            if writer:
+                for key, value in record.items():
+                    if isinstance(value, float):
+                        writer.add_scalar(f"train/{key}", value, it)
+        if writer and (it % cfg.image_every == 0 or it == plan.iterations):
+            _log_images(writer, model, val_ds, class_set, device, it)
+        evaluate_now = it % cfg.eval.every == 0 or it == plan.iterations
+        if evaluate_now:
+            result = evaluate(model, val_ds, class_set, desc=f"eval @{it}", **eval_kwargs)
+            entry = {"iteration": it, **_brief(result)}
+            history.append(entry)
+            log(f"iteration {it}: target val mIoU {100 * result.miou:.2f}, "
+                f"mean entropy {result.mean_entropy:.4f}")
+            if writer:
+                writer.add_scalar("val/miou", result.miou, it)
+                writer.add_scalar("val/mean_entropy", result.mean_entropy, it)
+            if best is None or result.miou > best["miou"]:
+                best = entry
+                if dist.is_main:
+                    ckpt.save_checkpoint(run_dir / "best.pt", model=unwrap_model(model), step=it,
+                                         config=cfg.to_dict())
+        if evaluate_now or (writer and it % cfg.image_every == 0):
+            _set_train_mode(train_model, bn_mode)  # evaluation switched to eval mode
+        if it % cfg.checkpoint_every == 0 or it == plan.iterations:
+            if dist.is_main:
+                elapsed = elapsed_before + time.perf_counter() - t0
+                ckpt.save_checkpoint(run_dir / "last.pt", model=unwrap_model(model),
+                                     optimizer=optimizer, step=it, config=cfg.to_dict(),
+                                     extra={"history": history, "train_log": train_log,
+                                            "best": best, "before": before,
+                                            "elapsed": elapsed})
+            distm.barrier(dist)
+    bar.close()
+    train_seconds = elapsed_before + time.perf_counter() - t0
+
+    final = evaluate(model, val_ds, class_set, desc="final eval", **eval_kwargs)
+    metrics = {
+        "stage": stage, "run": run_name(cfg, stage), "method": cfg.adapt.method if stage == "adapt" else "source",
+        "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed,
+        "class_set": class_set.name, "class_names": list(class_set.class_names),
+        "iterations": plan.iterations, "lambda_target": cfg.adapt.lambda_target if stage == "adapt" else None,
+        "lambda_matching": lambda_info, "bn_mode": cfg.adapt.bn_mode if stage == "adapt" else "train",
+        "init": init_note, "before": before,
+        "last": {"iteration": plan.iterations, **_brief(final), "confusion": final.confusion.tolist()},
+        "best_on_target_val": best,
+        "label_free_choice": min(history, key=lambda e: e["mean_entropy"]) if history else None,
+        "history": history, "train_log": train_log,
+        "timing": {"train_seconds": train_seconds,
+                   "seconds_per_iteration": train_seconds / max(1, plan.iterations - start)
+                   if start < plan.iterations else None},
+    }
+    if cfg.eval.flip:
+        flipped = evaluate(model, val_ds, class_set, flip=True, desc="final eval (flip)", **eval_kwargs)
+        metrics["last_flip"] = {"iteration": plan.iterations, **_brief(flipped)}
+    if stage == "source" and cfg.data.source_val_split:
+        src_val = build_dataset(cfg, "source_val")
+        kw = dict(eval_kwargs, limit=cfg.data.source_val_limit)
+        metrics["source_val"] = _brief(evaluate(model, src_val, class_set, desc="source val", **kw))
+    metrics["peak_rss_mb"] = peak_rss_mb()
+    if dist.is_main:
+        ckpt.save_checkpoint(run_dir / "final.pt", model=unwrap_model(model), step=plan.iterations,
+                             config=cfg.to_dict())
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        (run_dir / FINISHED_MARKER).write_text("finished\n")
+        log(f"finished: target val mIoU {100 * final.miou:.2f} (last), "
+            f"best {100 * best['miou']:.2f} at {best['iteration']}; {train_seconds:.0f} s")
+    if writer:
+        writer.close()
+    distm.barrier(dist)
+    return metrics
+
+
+def _initialise(model, cfg, stage) -> str:
+    if stage == "source":
+        init = cfg.source.init_checkpoint
+        if not init:
+            return "initialised from scratch (N(0, 0.01) convolutions, as the authors' heads)"
+        path = Path(init)
+        if not path.is_file():
+            raise MissingInputError(
+                f"initialisation checkpoint not found: {path}\n"
+                f"Place the DeepLab init file there (see README: pretrained_model/), or set "
+                f"source.init_checkpoint: null to train from scratch.")
+        report = ckpt.load_init_checkpoint(unwrap_model(model), path)
+        return f"initialised from {path}: {report}"
+    source = cfg.adapt.source_checkpoint
+    path = Path(source) if source else source_run_dir(cfg) / "final.pt"
+    if not path.is_file():
+        hint = ("" if source else f"\nRun source pretraining first: maxsq train-source --profile "
+                f"{cfg.profile} --benchmark {cfg.benchmark} --seed {cfg.seed}")
+        raise MissingInputError(f"source checkpoint not found: {path}{hint}")
+    return load_weights(model, path)
+
+
+def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg) -> dict:
+    """One iteration's forward/backward passes (no optimizer step); returns detached logs."""
+    cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True).contiguous(memory_format=cl)
+    labels = labels.to(device, non_blocking=True)
+    logs = {}
+    with _autocast(device, cfg.amp):
+        main, aux = model(images)
+        source_loss = losses.source_cross_entropy(main, labels)
+        loss = source_loss
+        if plan.source_aux:
+            aux_loss = losses.source_cross_entropy(aux, labels)
+            loss = loss + plan.lambda_seg * aux_loss
+            logs["source_aux_ce"] = aux_loss.detach()
+    loss.backward()
+    logs["source_ce"] = source_loss.detach()
+    total = loss.detach()
+    if target_iter is not None:
+        t_images, _t_labels, _ = next(target_iter)
+        t_images = t_images.to(device, non_blocking=True).contiguous(memory_format=cl)
+        strategy = plan.strategy
+        grad_ctx = torch.no_grad() if strategy.loss_fn is None else nullcontext()
+        with grad_ctx, _autocast(device, cfg.amp):
+            t_main, t_aux = model(t_images)
+            t_loss, t_logs = strategy(t_main, t_aux)
+        if t_loss is not None:
+            t_loss.backward()
+            total = total + t_loss.detach()
+        logs.update(t_logs)
+    logs["loss"] = total
+    return logs
+
+
+class _RunningSums:
+    """Sums of per-iteration logs kept on the device: no host sync until :meth:`flush`."""
+
+    def __init__(self, device):
+        self.device, self.sums, self.count, self.since = device, {}, 0, 0
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+
+    def add(self, logs: dict) -> None:
+        for key, value in logs.items():
+            v = value.float()
+            self.finite &= torch.isfinite(v)
+            self.sums[key] = self.sums.get(key, 0) + v
+        self.count += 1
+
+    def flush(self, iteration: int, lr: float) -> dict:
+        record = {"iteration": iteration, "since": self.since, "lr": lr,
+                  "finite": bool(self.finite)}
+        for key, value in self.sums.items():
+            record[key] = float(value) / max(1, self.count)
+        self.sums, self.count, self.since = {}, 0, iteration
+        return record
+
+
+def _brief(result: EvalResult) -> dict:
+    return {"miou": result.miou, "pixel_accuracy": result.summary.get("pixel_accuracy"),
+            "per_class_iou": result.summary["per_class_iou"], "mean_entropy": result.mean_entropy,
+            "flip": result.flip, "label_resolution": result.label_resolution,
+            "images": result.images,
+            **({"miou_star13": result.summary["miou_star13"]} if "miou_star13" in result.summary else {})}
+
+
+class _Logger:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp} {message}\n")
+        tqdm.write(message)
+
+
+def _tensorboard(run_dir: Path, dist, purge_step: int):
+    if not dist.is_main:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; stay usable without it
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step or None)
+
+
+@torch.no_grad()
+def _log_images(writer, model, val_ds, class_set, device, iteration: int, count: int = 2) -> None:
+    """Input, label, prediction and entropy panels for the first ``count`` val images."""
+    from ..labels import colorize
+    from ..viz import denormalize_bgr
+    from .evaluation import normalized_entropy, predict_probabilities
+
+    was_training = model.training
+    model.eval()
+    for k in range(min(count, len(val_ds))):
+        image, label, name = val_ds[k]
+        probs = predict_probabilities(model, image[None].to(device))
+        pred = probs.argmax(1)[0].cpu().numpy()
+        ent = normalized_entropy(probs)[0].cpu().numpy()
+        panels = {
+            "input": denormalize_bgr(image.numpy()),
+            "label": colorize(label.numpy(), class_set),
+            "prediction": colorize(pred, class_set),
+            "entropy": (np.stack([ent] * 3, -1) * 255).astype(np.uint8),
+        }
+        for key, img in panels.items():
+            writer.add_image(f"val{k}/{key}", img, iteration, dataformats="HWC")
+    model.train(was_training)
