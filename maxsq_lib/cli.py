@@ -10,6 +10,8 @@ Commands::
     maxsq evaluate           evaluate a run or a checkpoint (also the authors' released files)
     maxsq reproduce          source + every method for several seeds, then the summary
     maxsq summary            results table of finished runs (summary.json + summary.md)
+    maxsq course             the whole course: data, training, notebooks, figures
+    maxsq figures            regenerate figures/ and figures/results.md from runs/
 
 Every training command takes ``--profile``, ``--data-root``, ``--runs`` and ``--seed``; flags that
 exist in the authors' scripts also accept their spelling (``--lambda_target``, ``--IW_ratio``...).
@@ -161,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bn-frozen", action="store_true",
                     help="study: MaxSquare with BatchNorm frozen during adaptation")
     rp.add_argument("--no-progress", action="store_true")
+    co = sub.add_parser("course", help="run the whole course (data, training, notebooks, figures)")
+    co.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
+    co.add_argument("--runs", default="runs", help="folder for run outputs (default: runs/)")
+    co.add_argument("--data-root", dest="data_root", default=None,
+                    help="dataset root (default: the profile's)")
+    co.add_argument("--seeds", type=int, default=1,
+                    help="number of seeds of the main table (1 → seed 0; 3 → seeds 0, 1, 2)")
+    co.add_argument("--jobs", type=int, default=2,
+                    help="training processes at once (each one thread when > 1)")
+    co.add_argument("--device", default=None)
+    co.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
+                    help="execute only these notebooks, e.g. 03_gradient_analysis")
+    co.add_argument("--no-figures", action="store_true", help="do not regenerate figures/")
+    fg = sub.add_parser("figures", help="regenerate figures/ and figures/results.md from runs/")
+    fg.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
+    fg.add_argument("--runs", default="runs")
+    fg.add_argument("--data-root", dest="data_root", default=None)
+    fg.add_argument("--out", default="figures", help="output folder (default: figures/)")
     sm = sub.add_parser("summary", help="results table of the finished runs of a profile")
     sm.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     sm.add_argument("--runs", default="runs")
@@ -295,6 +315,25 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_course(args) -> int:
+    from .course_runner import run_course
+
+    run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,
+               seeds=list(range(args.seeds)), jobs=args.jobs, device=args.device, only=args.only,
+               figures=not args.no_figures)
+    return 0
+
+
+def _cmd_figures(args) -> int:
+    from .figures import regenerate
+
+    written = regenerate(runs_root=args.runs, profile=args.profile, data_root=args.data_root,
+                         out_dir=args.out)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -324,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_reproduce(args)
         if args.command == "summary":
             return _cmd_summary(args)
+        if args.command == "course":
+            return _cmd_course(args)
+        if args.command == "figures":
+            return _cmd_figures(args)
     except known as exc:
         print(f"maxsq {args.command}: error: {exc}", file=sys.stderr)
         return 2

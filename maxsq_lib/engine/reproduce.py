@@ -24,12 +24,13 @@ from .runs import is_finished
 
 @dataclass
 class Job:
-    """One ``maxsq`` training command and the run folder it fills."""
+    """One ``maxsq`` training command, the run folder it fills, and the run folders (source
+    runs) that must be finished before it starts."""
 
     name: str
     argv: list[str]
     run_dir: Path
-    after: list[str] = field(default_factory=list)
+    after: list[Path] = field(default_factory=list)
 
 
 def plan_jobs(args) -> list[Job]:
@@ -60,7 +61,7 @@ def plan_jobs(args) -> list[Job]:
         jobs.append(src)
         for method in args.methods:
             jobs.append(Job(f"{method} seed{seed}", ["adapt", "--method", method, *common(seed)],
-                            run_dir(seed, method, []), after=[src.name]))
+                            run_dir(seed, method, []), after=[src.run_dir]))
     first = args.seeds[0]
     studies: list[tuple[str, str, list[str]]] = []
     for value in getattr(args, "lambda_sweep", None) or []:
@@ -74,7 +75,7 @@ def plan_jobs(args) -> list[Job]:
         argv = ["adapt", "--method", method, "--tag", tag, *extra, *common(first)]
         jobs.append(Job(f"{method}-{tag} seed{first}", argv,
                         run_dir(first, method, ["--tag", tag, *extra]),
-                        after=[f"source seed{first}"]))
+                        after=[run_dir(first, None, [])]))
     return jobs
 
 
@@ -93,7 +94,8 @@ def _namespace(args, seed: int, method: str | None, extra: list[str]):
 
 
 def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
-    """Run jobs (skipping finished runs), at most ``parallel`` at once, respecting ``after``.
+    """Run jobs (skipping finished runs), at most ``parallel`` at once, each after its ``after``
+    runs have finished.
 
     Each job runs as ``python -m maxsq_lib ...``; with ``parallel > 1`` each gets one thread.
     Returns:
@@ -102,9 +104,8 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
         RuntimeError naming the failed job and its log file.
     """
     pending = [j for j in jobs if not is_finished(j.run_dir)]
-    done = {j.name for j in jobs if j not in pending}
     for j in jobs:
-        if j.name in done:
+        if j not in pending:
             log(f"[reuse] {j.name}: finished run in {j.run_dir}")
     running: dict[str, tuple[Job, subprocess.Popen, float, Path]] = {}
     seconds: dict[str, float] = {}
@@ -115,7 +116,7 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
         for j in list(pending):
             if len(running) >= parallel:
                 break
-            if all(a in done for a in j.after):
+            if all(is_finished(a) for a in j.after):
                 j.run_dir.mkdir(parents=True, exist_ok=True)
                 log_path = j.run_dir / "console.log"
                 with open(log_path, "w") as fh:
@@ -127,6 +128,9 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
                 running[j.name] = (j, proc, time.perf_counter(), log_path)
                 pending.remove(j)
                 log(f"[start] {j.name}")
+        if pending and not running:
+            blocked = ", ".join(f"{j.name} (needs {[str(a) for a in j.after]})" for j in pending)
+            raise RuntimeError(f"jobs wait for runs that nothing will produce: {blocked}")
         time.sleep(0.5)
         for name, (j, proc, t0, log_path) in list(running.items()):
             rc = proc.poll()
@@ -139,7 +143,6 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
                 tail = log_path.read_text()[-2000:]
                 raise RuntimeError(f"{name} failed (exit {rc}); log: {log_path}\n{tail}")
             seconds[name] = time.perf_counter() - t0
-            done.add(name)
             log(f"[done]  {name} in {seconds[name]:.0f} s")
     return seconds
 

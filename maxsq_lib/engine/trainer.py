@@ -83,6 +83,28 @@ def peak_rss_mb() -> float:
     return (own + children) / 1024.0
 
 
+def provenance() -> dict:
+    """When and from which commit a run was made (for the results tables)."""
+    import subprocess
+
+    from .. import __version__
+
+    commit = "unknown"
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            commit += "+changes" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit, "maxsq_lib": __version__,
+            "torch": str(torch.__version__)}
+
+
 # ----------------------------------------------------------------------------------- datasets
 
 def build_dataset(cfg: config_mod.RunConfig, role: str):
@@ -106,8 +128,9 @@ def build_dataset(cfg: config_mod.RunConfig, role: str):
     }[role]
     offset = {"source": 1, "target": 2}.get(role, 0)
     kwargs = dict(root=d.root, split=split, size=tuple(size), num_classes=d.num_classes,
-                  augment=augment, blur_p=0.5 if d.blur else 0.0, city=d.city,
-                  seed=cfg.seed * 1000 + offset)
+                  augment=augment, blur_p=0.5 if d.blur else 0.0, seed=cfg.seed * 1000 + offset)
+    if name == "nthu":
+        kwargs["city"] = d.city
     if role == "val" and cfg.eval.full_resolution_labels:
         kwargs["full_resolution_labels"] = True
     return get_dataset(name, **kwargs)
@@ -438,6 +461,7 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
         kw = dict(eval_kwargs, limit=cfg.data.source_val_limit)
         metrics["source_val"] = _brief(evaluate(model, src_val, class_set, desc="source val", **kw))
     metrics["peak_rss_mb"] = peak_rss_mb()
+    metrics["provenance"] = provenance()
     if dist.is_main:
         ckpt.save_checkpoint(run_dir / "final.pt", model=unwrap_model(model), step=plan.iterations,
                              config=cfg.to_dict())

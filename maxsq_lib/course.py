@@ -1,0 +1,157 @@
+"""Helpers the notebooks call: set-up, train-or-load, loading models and predictions.
+
+Every notebook starts the same way: its first code cell sets ``OMP_WAIT_POLICY=PASSIVE`` (before
+torch starts), the cell tagged ``parameters`` holds ``profile``, ``benchmark``, ``runs_root``,
+``data_root``, ``seed``, ``device`` (and notebook-specific values), the next cell derives the run
+config with :func:`config_for`, and a set-up cell calls :func:`setup`, which moves to the project
+root (so relative paths mean the same in JupyterLab and under papermill) and prints the versions
+and the device. Introduced in notebook ``00_setup``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from . import __version__  # noqa: E402
+from . import config as C  # noqa: E402
+
+
+def project_root(start: str | os.PathLike | None = None) -> Path:
+    """The folder holding ``pyproject.toml`` and ``maxsq_lib/`` above ``start`` (default: cwd)."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "maxsq_lib").is_dir():
+            return folder
+    return Path(__file__).resolve().parents[1]
+
+
+def config_for(profile: str = "cpu", benchmark: str | None = None, method: str | None = None,
+               *, runs_root: str = "runs", data_root: str | None = None, seed: int = 0,
+               device: str = "auto", tag: str | None = None,
+               overrides: dict[str, Any] | None = None) -> C.RunConfig:
+    """The run config a notebook's parameters describe (same layers as the CLI).
+
+    Args:
+        profile: ``smoke``, ``cpu``, ``gpu`` or ``paper``.
+        benchmark: a benchmark of the profile, or None for its first.
+        method: adaptation method, or None / ``"source"`` for source pretraining.
+        runs_root: where runs live (relative to the project root).
+        data_root: dataset root, or None for the profile's.
+        seed: run seed.
+        device: ``auto``, ``cpu``, ``cuda``.
+        tag: run-name suffix for variants (``maxsquare-<tag>``).
+        overrides: nested mapping applied last.
+    Returns:
+        the resolved :class:`maxsq_lib.config.RunConfig`.
+    """
+    extra: dict[str, Any] = {"runs_root": runs_root, "seed": seed}
+    if device != "auto" or profile in ("gpu", "paper"):
+        extra["device"] = device
+    if data_root:
+        extra["data"] = {"root": data_root}
+    if tag:
+        extra["tag"] = tag
+    if overrides:
+        C.deep_update(extra, overrides)
+    return C.resolve(profile, benchmark, method, extra)
+
+
+def setup(cfg: C.RunConfig | None = None, seed: int | None = None) -> torch.device:
+    """Move to the project root, seed, print versions and the device; returns the device."""
+    root = project_root()
+    os.chdir(root)
+    from .engine.trainer import resolve_device, seed_everything
+
+    device = resolve_device(cfg.device if cfg else "auto")
+    seed_everything(cfg.seed if cfg and seed is None else (seed or 0))
+    if cfg is not None and cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    lines = [
+        f"maxsq_lib {__version__} | torch {torch.__version__} | numpy {np.__version__} | "
+        f"python {platform.python_version()}",
+        f"project root: {root}",
+        f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                               f" ({torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+                               f"{os.environ.get('OMP_WAIT_POLICY', 'unset')})"),
+    ]
+    if cfg is not None:
+        lines.append(f"profile {cfg.profile} | benchmark {cfg.benchmark} | seed {cfg.seed} | "
+                     f"data {cfg.data.root} | runs {cfg.runs_root}")
+    print("\n".join(lines))
+    return device
+
+
+def ensure_run(cfg: C.RunConfig, stage: str, progress: bool = True) -> dict:
+    """Train-or-load: the metrics of a finished run, training it first if needed.
+
+    Args:
+        cfg: the run config.
+        stage: ``"source"`` or ``"adapt"``.
+        progress: tqdm bars while training.
+    Returns:
+        the run's ``metrics.json`` content.
+    """
+    from .engine import is_finished, read_metrics, run_dir_for, train
+
+    run_dir = run_dir_for(cfg, stage)
+    if is_finished(run_dir):
+        print(f"reusing the finished run in {run_dir}")
+        return read_metrics(run_dir)
+    resume = (run_dir / "last.pt").is_file()
+    print(f"{'resuming' if resume else 'training'} {run_dir} ...")
+    return train(cfg, stage, resume=resume, progress=progress)
+
+
+def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
+                   device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode."""
+    from .engine.trainer import build_model, load_weights, run_dir_for
+
+    model = build_model(cfg)
+    load_weights(model, run_dir_for(cfg, stage) / f"{which}.pt")
+    return model.to(device).eval()
+
+
+def dataset(cfg: C.RunConfig, role: str = "val"):
+    """One of a run's datasets: ``source``, ``target``, ``val`` or ``source_val``."""
+    from .engine.trainer import build_dataset
+
+    return build_dataset(cfg, role)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+            flip: bool = False) -> dict[str, np.ndarray]:
+    """Predictions for a batch, as numpy arrays for plotting.
+
+    Shape:
+        images (B, 3, H, W) -> ``probs`` (B, C, H, W), ``pred`` (B, H, W), ``entropy`` (B, H, W),
+        ``aux_probs`` (B, C, H, W).
+    """
+    from .engine.evaluation import normalized_entropy, predict_probabilities
+
+    images = images.to(device)
+    probs = predict_probabilities(model, images, flip=flip)
+    aux = model(images)[1].float().softmax(1)
+    return {"probs": probs.cpu().numpy(), "pred": probs.argmax(1).cpu().numpy(),
+            "entropy": normalized_entropy(probs).cpu().numpy(), "aux_probs": aux.cpu().numpy()}
+
+
+def batch(ds, indices) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack dataset items into ``(images, labels, names)``."""
+    items = [ds[i] for i in indices]
+    return (torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]),
+            [it[2] for it in items])
+
+
+def in_notebook() -> bool:
+    return "ipykernel" in sys.modules

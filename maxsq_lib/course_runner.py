@@ -1,0 +1,197 @@
+"""``maxsq course``: run the whole course for a profile.
+
+1. prepare the data (MiniCity for smoke/cpu/gpu; a check of the real datasets for paper);
+2. train every run the notebooks need, as parallel jobs (finished runs are reused);
+3. execute the notebooks in order with papermill into ``<runs>/<profile>/notebooks/``
+   (``04_adaptation`` once per method, ``06_cross_city`` once per city), one progress line each,
+   stopping at the first failure with the notebook and the cell named;
+4. write ``<runs>/<profile>/summary.md`` and regenerate ``figures/`` (``maxsq figures``).
+
+The notebooks train-or-load, so step 2 is only a faster way to fill ``runs/`` (two one-thread
+processes beat one two-thread process on a 2-core machine); without it the notebooks would train
+the same runs themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from .course import project_root
+
+ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
+"""Methods of the main table (04_adaptation runs once per method)."""
+
+LAMBDA_SWEEP = (0.01, 0.03, 0.3)
+"""λ_T values of the sweep, besides the paper's 0.1 (first seed only)."""
+
+SWEEP_METHODS = ("minent", "maxsquare")
+CROSS_CITY_METHODS = ("maxsquare", "maxsquare_iw")
+CITIES = ("Rome", "Rio", "Tokyo", "Taipei")
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    """One execution of a notebook: its file, the output name and extra parameters."""
+
+    notebook: str
+    output: str
+    parameters: dict = field(default_factory=dict)
+
+
+def notebook_plan(profile: str) -> list[NotebookRun]:
+    """The notebook executions of the course, in order."""
+    plan = [NotebookRun(n, n) for n in ("00_setup", "01_data", "02_source_pretraining",
+                                         "03_gradient_analysis")]
+    plan += [NotebookRun("04_adaptation", f"04_adaptation-{m}", {"method": m}) for m in ADAPT_METHODS]
+    plan.append(NotebookRun("05_evaluation", "05_evaluation"))
+    if profile != "gpu":
+        plan += [NotebookRun("06_cross_city", f"06_cross_city-{c}", {"city": c}) for c in CITIES]
+    plan.append(NotebookRun("07_explorer", "07_explorer"))
+    return plan
+
+
+def job_args(profile: str, runs: str, data_root: str | None, seeds: list[int],
+             device: str | None = None) -> list[SimpleNamespace]:
+    """``maxsq reproduce`` argument sets for the runs the course needs (main table + studies,
+    and the cross-city runs)."""
+    from .config import benchmarks_of
+
+    base = dict(profile=profile, runs=runs, data_root=data_root, device=device, overrides=[],
+                jobs=1)
+    main_bench = benchmarks_of(profile)[0]
+    sets = [SimpleNamespace(**base, benchmark=main_bench, seeds=list(seeds),
+                            methods=list(ADAPT_METHODS), lambda_sweep=list(LAMBDA_SWEEP),
+                            sweep_methods=list(SWEEP_METHODS), match_gradient=True,
+                            bn_frozen=True)]
+    cross = [b for b in benchmarks_of(profile) if "nthu" in b]
+    for bench in cross:
+        sets.append(SimpleNamespace(**base, benchmark=bench, seeds=[seeds[0]],
+                                    methods=list(CROSS_CITY_METHODS), lambda_sweep=None,
+                                    sweep_methods=[], match_gradient=False, bn_frozen=False))
+    return sets
+
+
+def plan_course_jobs(profile: str, runs: str, data_root: str | None, seeds: list[int],
+                     device: str | None = None):
+    """All training jobs of the course, deduplicated (shared source runs appear once)."""
+    from .engine.reproduce import plan_jobs
+
+    jobs, seen = [], set()
+    for args in job_args(profile, runs, data_root, seeds, device):
+        for job in plan_jobs(args):
+            if job.run_dir in seen:
+                continue
+            seen.add(job.run_dir)
+            job.name = f"{args.benchmark}: {job.name}"
+            jobs.append(job)
+    return jobs
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+def execute_notebook(run: NotebookRun, out_dir: Path, parameters: dict, root: Path,
+                     timeout: int | None = None) -> float:
+    """Execute one notebook with papermill; returns its wall time in seconds."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    src = root / "notebooks" / f"{run.notebook}.ipynb"
+    if not src.is_file():
+        raise NotebookFailed(f"notebook not found: {src}")
+    out = out_dir / f"{run.output}.ipynb"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(out), parameters={**parameters, **run.parameters},
+                            cwd=str(root), kernel_name="python3", progress_bar=False,
+                            log_output=False, execution_timeout=timeout)
+    except PapermillExecutionError as exc:
+        raise NotebookFailed(f"{src.name} failed in cell {exc.exec_count} "
+                             f"({exc.ename}: {exc.evalue}); executed copy: {out}") from None
+    return time.perf_counter() - t0
+
+
+def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None = None,
+               seeds: list[int] | None = None, jobs: int = 2, device: str | None = None,
+               only: list[str] | None = None, skip_training: bool = False,
+               figures: bool = True, log=print) -> dict:
+    """Run the course end to end (see the module docstring).
+
+    Args:
+        profile: ``smoke``, ``cpu``, ``gpu`` or ``paper``.
+        runs: runs folder.
+        data_root: dataset root (default: the profile's).
+        seeds: seeds of the main table (default ``[0]``).
+        jobs: parallel training processes (each one thread when > 1).
+        device: override the profile's device.
+        only: execute only these notebooks (names like ``04_adaptation``).
+        skip_training: do not pre-train in parallel (the notebooks train-or-load).
+        figures: regenerate ``figures/`` at the end (cpu profile: the committed figures).
+    Returns:
+        timings per stage.
+    """
+    from .config import resolve
+    from .engine.reproduce import run_jobs
+    from .engine.summary import write_summary
+
+    seeds = list(seeds or [0])
+    root = project_root()
+    os.chdir(root)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    cfg = resolve(profile, overrides={"data": {"root": data_root}} if data_root else None)
+    data_root = cfg.data.root
+
+    t0 = time.perf_counter()
+    if profile in ("smoke", "cpu", "gpu"):
+        from data_prep.minicity import generate_minicity
+
+        summary = generate_minicity(root=data_root, profile=profile, seed=0, progress=False)
+        actions = {k: v["action"] for k, v in summary["datasets"].items()}
+        log(f"[data] MiniCity ({profile}) in {data_root}: {actions} ({summary['seconds']:.0f} s)")
+    timings["data"] = time.perf_counter() - t0
+
+    if not skip_training:
+        t0 = time.perf_counter()
+        course_jobs = plan_course_jobs(profile, runs, data_root, seeds, device)
+        log(f"[train] {len(course_jobs)} runs, {jobs} at a time")
+        run_jobs(course_jobs, parallel=jobs, log=lambda m: log(f"[train] {m}"))
+        timings["training"] = time.perf_counter() - t0
+
+    out_dir = Path(runs) / profile / "notebooks"
+    params = {"profile": profile, "runs_root": runs, "data_root": data_root,
+              "seeds": seeds, "seed": seeds[0]}
+    if device:
+        params["device"] = device
+    for nb in notebook_plan(profile):
+        if only and nb.notebook not in only:
+            continue
+        seconds = execute_notebook(nb, out_dir, params, root)
+        timings[f"notebook {nb.output}"] = seconds
+        log(f"[notebook] {nb.output} ({seconds:.0f} s) -> {out_dir / (nb.output + '.ipynb')}")
+
+    t0 = time.perf_counter()
+    try:
+        for path in write_summary(runs, profile):
+            log(f"[summary] {path}")
+    except FileNotFoundError as exc:
+        log(f"[summary] skipped: {exc}")
+    if figures:
+        from .figures import regenerate
+
+        written = regenerate(runs_root=runs, profile=profile, data_root=data_root)
+        log(f"[figures] {len(written)} files in figures/")
+    timings["summary+figures"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    (Path(runs) / profile).mkdir(parents=True, exist_ok=True)
+    (Path(runs) / profile / "course_timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    log(f"[done] course ({profile}) in {timings['total'] / 60:.1f} min")
+    return timings
