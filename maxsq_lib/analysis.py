@@ -1,0 +1,577 @@
+"""Gradient analysis of entropy minimisation vs Maximum Squares: analytic curves and measured shares.
+
+The paper (Chen et al., ICCV 2019, §3) argues that the entropy's gradient with respect to the
+probability grows without bound as ``p → 1`` (``log((1-p)/p)`` in the binary case), so easy,
+already-confident pixels dominate training, while the MaxSquare gradient ``-(2p-1)`` is linear and
+bounded. This module makes that argument checkable:
+
+- **analytic curves** (:func:`binary_gradient_curves`, :func:`multiclass_gradient_curves`): the
+  per-pixel gradients of both losses as functions of the predicted class's probability, with
+  respect to that probability *and* with respect to its logit (what SGD applies to the network),
+  obtained by autograd through :mod:`maxsq_lib.losses` and documented in closed form;
+- **measurements** (:func:`gradient_shares`): on real logits, how the total gradient norm is
+  shared between confidence bins and predicted classes, for entropy, MaxSquare and MaxSquare+IW,
+  with respect to the logits and to the probabilities, beside the share of pixels;
+- the **image-wise weights** as maps (:func:`iw_weight_maps`) and the figures of notebook
+  ``03_gradient_analysis``, which introduces every function here.
+
+Per-pixel losses used by the curves: ``H(p) = -Σ_c p_c log p_c`` (entropy) and
+``S(p) = -½ Σ_c p_c²`` (MaxSquare); the library's batch losses are these divided by ``C·H·W`` (and
+``B``), which the curves undo so that the numbers are per pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import losses
+
+LOSS_NAMES: tuple[str, ...] = ("entropy", "maxsquare", "maxsquare_iw")
+"""Losses :func:`gradient_shares` knows: MinEnt, MaxSquare, image-wise weighted MaxSquare."""
+
+DEFAULT_BINS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.9, 0.99, 1.0)
+"""Default edges of the max-probability bins of :func:`gradient_shares`."""
+
+LOSS_LABELS: dict[str, str] = {"entropy": "entropy (MinEnt)", "maxsquare": "MaxSquare",
+                               "maxsquare_iw": "MaxSquare + IW"}
+"""Display names of the losses in the figures."""
+
+_LOSS_COLOR_KEYS: dict[str, str] = {"entropy": "minent", "maxsquare": "maxsquare",
+                                    "maxsquare_iw": "maxsquare_iw"}
+
+_CURVE_KEYS: tuple[str, ...] = ("entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz")
+
+
+# ----------------------------------------------------------------------------------------------
+# analytic curves (autograd through the library's losses)
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_probabilities(p: np.ndarray, name: str = "p") -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-D array of probabilities, got shape {p.shape}")
+    if not np.all((p > 0.0) & (p < 1.0)):
+        raise ValueError(f"{name}: probabilities must lie in the open interval (0, 1) "
+                         f"(got min {p.min():.6g}, max {p.max():.6g})")
+    return p
+
+
+def multiclass_gradient_curves(p_max: np.ndarray, num_classes: int) -> dict[str, np.ndarray | int]:
+    """Per-pixel gradients of entropy and MaxSquare for one class of a C-class softmax.
+
+    The pixel has probability ``p`` on its predicted class and the other ``C-1`` classes share
+    ``1-p`` evenly. The curves are computed by autograd through :func:`maxsq_lib.losses.entropy`
+    and :func:`maxsq_lib.losses.max_square` (default scale) on logits ``z_k = log p_k`` built from
+    ``p``, then multiplied by ``C·N`` to undo the library's mean, so they are the gradients of the
+    per-pixel losses ``H = -Σ p_c log p_c`` and ``S = -½ Σ p_c²``. Closed forms:
+
+    - w.r.t. ``p`` along the even-share path (the binary ``d/dp`` when C = 2):
+      ``dH/dp = log((1-p) / ((C-1)·p))`` (unbounded as p → 1) and
+      ``dS/dp = -(p - (1-p)/(C-1))`` (linear, ``-(2p-1)`` for C = 2);
+    - w.r.t. the predicted class's logit ``z`` (the others fixed), ``dp/dz = p(1-p)`` times the
+      above: ``dH/dz = -p(1-p)·log((C-1)·p/(1-p))`` and ``dS/dz = -p(1-p)·(p - (1-p)/(C-1))``;
+      both vanish at ``p = 1/C`` (uniform) and as p → 1.
+
+    Negative values mean that increasing p (or z) decreases the loss. Introduced in notebook
+    ``03_gradient_analysis``.
+
+    Args:
+        p_max: probabilities of the predicted class, each in (0, 1).
+        num_classes: C ≥ 2.
+    Shape:
+        (N,) -> each gradient (N,).
+    Returns:
+        ``{"p", "entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz"}`` float64 arrays and
+        ``"num_classes"``.
+    """
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+    c = int(num_classes)
+    p_np = _check_probabilities(p_max, "p_max")
+    n = p_np.size
+    out: dict[str, np.ndarray | int] = {"p": p_np.copy(), "num_classes": c}
+    for name, loss in (("entropy", losses.entropy), ("maxsquare", losses.max_square)):
+        # w.r.t. p: logits as a differentiable function of p (the even-share path)
+        p = torch.tensor(p_np, dtype=torch.float64, requires_grad=True)
+        logits = _even_share_logits(p, c)
+        per_pixel_total = loss(logits) * (c * n)
+        (grad_p,) = torch.autograd.grad(per_pixel_total, p)
+        # w.r.t. the predicted class's logit, the other logits held fixed
+        z = _even_share_logits(p.detach(), c).requires_grad_(True)
+        (grad_z,) = torch.autograd.grad(loss(z) * (c * n), z)
+        out[f"{name}_dp"] = grad_p.numpy()
+        out[f"{name}_dz"] = grad_z[0, 0, 0].numpy()
+    return out
+
+
+def _even_share_logits(p: Tensor, num_classes: int) -> Tensor:
+    """Logits whose softmax puts ``p`` on class 0 and ``(1-p)/(C-1)`` on every other class.
+
+    Shape: (N,) -> (1, C, 1, N) (one row of N pixels).
+    """
+    other = torch.log((1.0 - p) / (num_classes - 1))
+    rows = [torch.log(p)] + [other] * (num_classes - 1)
+    return torch.stack(rows).reshape(1, num_classes, 1, p.shape[0])
+
+
+def binary_gradient_curves(p: np.ndarray) -> dict[str, np.ndarray | int]:
+    """Per-pixel gradients of entropy and MaxSquare in the binary case (two classes, ``p`` and ``1-p``).
+
+    The C = 2 case of :func:`multiclass_gradient_curves` (autograd through the library's losses).
+    Closed forms, with the logit ``z = log(p/(1-p))``:
+    ``dH/dp = log((1-p)/p)``, ``dS/dp = -(2p-1)``, ``dH/dz = -p(1-p)·log(p/(1-p))``,
+    ``dS/dz = -p(1-p)·(2p-1)``. Introduced in notebook ``03_gradient_analysis``.
+
+    Args:
+        p: probabilities of class 1, each in (0, 1).
+    Shape:
+        (N,) -> each gradient (N,).
+    Returns:
+        as :func:`multiclass_gradient_curves` with ``num_classes = 2``.
+    """
+    return multiclass_gradient_curves(p, 2)
+
+
+def gradient_magnitude_at(curves: dict, confidence: float) -> dict[str, float]:
+    """``|gradient|`` of every curve at one probability, computed exactly (not interpolated).
+
+    Args:
+        curves: a result of :func:`binary_gradient_curves` or :func:`multiclass_gradient_curves`.
+        confidence: the probability of the predicted class, in (0, 1).
+    Returns:
+        ``{"entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz"}`` -> magnitude.
+    """
+    if "num_classes" not in curves:
+        raise ValueError("curves: expected the result of binary_gradient_curves or "
+                         "multiclass_gradient_curves (no 'num_classes' key)")
+    point = multiclass_gradient_curves(np.array([confidence]), int(curves["num_classes"]))
+    return {key: float(abs(point[key][0])) for key in _CURVE_KEYS}
+
+
+def high_low_ratio(curves: dict, high: float = 0.95, low: float = 0.6) -> dict[str, float]:
+    """Ratio of the gradient magnitude at high vs low confidence, per loss and per variable.
+
+    A ratio above 1 means a pixel at confidence ``high`` gets a larger gradient than one at
+    ``low``. Binary closed forms at (0.95, 0.6): entropy w.r.t. p ``log 19 / log 1.5 ≈ 7.3``,
+    MaxSquare w.r.t. p ``0.9 / 0.2 = 4.5``; w.r.t. the logit about 1.44 and 0.89.
+
+    Args:
+        curves: a result of :func:`binary_gradient_curves` or :func:`multiclass_gradient_curves`
+            (only its ``num_classes`` is used; the values are computed exactly at both points).
+        high: the high confidence, in (0, 1).
+        low: the low confidence, in (0, 1); must give a non-zero gradient (not ``1/C``).
+    Returns:
+        ``{"entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz"}`` -> ratio.
+    """
+    at_high = gradient_magnitude_at(curves, high)
+    at_low = gradient_magnitude_at(curves, low)
+    if any(v == 0.0 for v in at_low.values()):
+        raise ValueError(f"low={low}: the gradient is zero there (uniform prediction); pick another")
+    return {key: at_high[key] / at_low[key] for key in _CURVE_KEYS}
+
+
+def gradient_peaks(curves: dict) -> dict[str, float]:
+    """The probability on the curve's grid where each gradient's magnitude is largest.
+
+    Useful for the logit gradients, which vanish at both ends (``1/C`` and 1) and peak in between;
+    the probability gradients of entropy peak at the grid's end (they are unbounded).
+
+    Args:
+        curves: a result of :func:`binary_gradient_curves` or :func:`multiclass_gradient_curves`.
+    Returns:
+        ``{"entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz"}`` -> p at the peak.
+    """
+    p = np.asarray(curves["p"])
+    return {key: float(p[int(np.argmax(np.abs(curves[key])))]) for key in _CURVE_KEYS}
+
+
+# ----------------------------------------------------------------------------------------------
+# measured gradients on model outputs
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_logits(logits: Tensor) -> None:
+    if not isinstance(logits, Tensor) or logits.dim() != 4 or not logits.is_floating_point():
+        got = (f"shape {tuple(logits.shape)}, dtype {logits.dtype}" if isinstance(logits, Tensor)
+               else type(logits).__name__)
+        raise ValueError(f"logits: expected floating-point logits of shape (B, C, H, W), got {got}")
+
+
+def entropy_from_probs(probs: Tensor) -> Tensor:
+    """MinEnt as a function of the probabilities: ``Σ -p·log p / (B·C·H·W)``.
+
+    Equals :func:`maxsq_lib.losses.entropy` of the logits whose softmax is ``probs`` (tested);
+    differentiable w.r.t. ``probs`` (``∂/∂p = -(log p + 1) / (B·C·H·W)``). Probabilities that
+    underflowed to 0 are clamped inside the log, so the gradient stays finite.
+
+    Args:
+        probs: probabilities summing to 1 over dim 1.
+    Shape:
+        (B, C, H, W) -> scalar.
+    Returns:
+        scalar loss.
+    """
+    tiny = torch.finfo(probs.dtype).tiny
+    return -(probs * probs.clamp_min(tiny).log()).sum() / probs.numel()
+
+
+def iw_max_square_from_probs(probs: Tensor, pixel_weights: Tensor) -> Tensor:
+    """Image-wise weighted MaxSquare as a function of the probabilities (default scale, with ½).
+
+    ``-(1/(2·B·C)) · Σ_{b,n} w_n Σ_c p²``; with ``w = losses.iw_pixel_weights(logits)`` it equals
+    :func:`maxsq_lib.losses.iw_max_square` of those logits (tested). The weights are constants.
+
+    Args:
+        probs: probabilities summing to 1 over dim 1.
+        pixel_weights: image-wise pixel weights.
+    Shape:
+        probs (B, C, H, W), pixel_weights (B, H, W) -> scalar.
+    Returns:
+        scalar loss.
+    """
+    b, c = probs.shape[:2]
+    square_sum = (probs * probs).sum(dim=1)
+    return -0.5 * (square_sum * pixel_weights.to(probs.dtype)).sum() / (b * c)
+
+
+def _loss_of_logits(name: str, ratio: float):
+    if name == "entropy":
+        return losses.entropy
+    if name == "maxsquare":
+        return losses.max_square
+    if name == "maxsquare_iw":
+        return lambda z: losses.iw_max_square(z, ratio=ratio)
+    raise ValueError(f"unknown loss {name!r}; expected one of {LOSS_NAMES}")
+
+
+def _loss_of_probs(name: str, logits: Tensor, ratio: float):
+    if name == "entropy":
+        return entropy_from_probs
+    if name == "maxsquare":
+        return losses.max_square_from_probs
+    if name == "maxsquare_iw":
+        weights = losses.iw_pixel_weights(logits, ratio=ratio)
+        return lambda p: iw_max_square_from_probs(p, weights)
+    raise ValueError(f"unknown loss {name!r}; expected one of {LOSS_NAMES}")
+
+
+def pixel_gradient_norms(logits: Tensor, loss: str = "entropy", wrt: str = "logits",
+                         ratio: float = losses.IW_RATIO) -> Tensor:
+    """Per-pixel L2 norm over the classes of a loss's gradient, w.r.t. the logits or the probabilities.
+
+    ``wrt="logits"``: autograd of the library's loss (:func:`maxsq_lib.losses.entropy`,
+    ``max_square``, ``iw_max_square``) w.r.t. its input logits. ``wrt="probs"``: the loss written
+    as a function of ``p = softmax(logits)`` (:func:`entropy_from_probs`,
+    :func:`maxsq_lib.losses.max_square_from_probs`, :func:`iw_max_square_from_probs`),
+    differentiated w.r.t. ``p``; the gradient is then projected on the simplex (its mean over the
+    classes removed), because ``p`` can only move with ``Σ_c p_c = 1``: the removed component
+    changes nothing that softmax can produce. For two classes this gives ``|dL/dp| / √2`` with
+    the binary ``dL/dp`` of :func:`binary_gradient_curves`.
+
+    Computed image by image (bounded memory); the result is the gradient of the *batch* loss
+    (each image's gradient divided by B), since every loss here is the mean of its single-image
+    values. Computed in float64.
+
+    Args:
+        logits: raw scores (e.g. the main head on target images), detached or not.
+        loss: ``"entropy"``, ``"maxsquare"`` or ``"maxsquare_iw"``.
+        wrt: ``"logits"`` or ``"probs"``.
+        ratio: the IW exponent α (only for ``maxsquare_iw``).
+    Shape:
+        (B, C, H, W) -> (B, H, W).
+    Returns:
+        float64 norms, on the logits' device.
+    """
+    _check_logits(logits)
+    if loss not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSS_NAMES}")
+    if wrt not in ("logits", "probs"):
+        raise ValueError(f"wrt: expected 'logits' or 'probs', got {wrt!r}")
+    batch = logits.shape[0]
+    norms = []
+    for image_logits in logits.detach().double().split(1):
+        if wrt == "logits":
+            leaf = image_logits.clone().requires_grad_(True)
+            value = _loss_of_logits(loss, ratio)(leaf)
+        else:
+            leaf = torch.softmax(image_logits, dim=1).requires_grad_(True)
+            value = _loss_of_probs(loss, image_logits, ratio)(leaf)
+        (grad,) = torch.autograd.grad(value, leaf)
+        if wrt == "probs":
+            grad = grad - grad.mean(dim=1, keepdim=True)
+        norms.append(grad.norm(dim=1) / batch)
+    return torch.cat(norms)
+
+
+def _bin_index(confidence: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value: ``edges[k] <= x < edges[k+1]``, the last bin closed at its right end."""
+    index = np.searchsorted(edges, confidence, side="right") - 1
+    return np.clip(index, 0, len(edges) - 2)
+
+
+def _check_bins(bins: Sequence[float], num_classes: int) -> np.ndarray:
+    """Validated bin edges: strictly increasing, from at most 1/C (the smallest max probability) to 1."""
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError(f"bins: expected at least two strictly increasing edges, got {list(bins)}")
+    if edges[0] > 1.0 / num_classes or edges[-1] < 1.0:
+        raise ValueError(f"bins: the edges must span [1/C, 1] = [{1.0 / num_classes:.4g}, 1] so that every "
+                         f"pixel's max probability falls in a bin, got {list(bins)}")
+    return edges
+
+
+def _shares(weights: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """Fraction of ``weights.sum()`` falling in each group. (P,), (P,) -> (num_groups,)."""
+    total = weights.sum()
+    if not total > 0:
+        raise ValueError("the total gradient norm is zero (every pixel is uniform?): shares undefined")
+    return np.bincount(groups, weights=weights, minlength=num_groups) / total
+
+
+def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
+                    bins: Sequence[float] = DEFAULT_BINS, ratio: float = 0.2) -> dict:
+    """Share of the total per-pixel gradient norm from each confidence bin and each predicted class.
+
+    For each loss, the per-pixel gradient norm ``g_n`` (:func:`pixel_gradient_norms`, w.r.t. the
+    logits and w.r.t. the probabilities) is summed over the pixels whose max probability falls in
+    each bin (``edges[k] <= max_c p < edges[k+1]``, the last bin includes 1) and over the pixels of
+    each predicted class (argmax), then divided by ``Σ_n g_n``. The share of *pixels* in each bin
+    and class is returned beside it: a loss favours a group when its gradient share exceeds its
+    pixel share. Introduced in notebook ``03_gradient_analysis``.
+
+    Args:
+        logits: raw scores of target images (main head).
+        losses: any of ``"entropy"``, ``"maxsquare"``, ``"maxsquare_iw"``.
+        bins: increasing edges spanning [0, 1].
+        ratio: the IW exponent α of ``maxsquare_iw``.
+    Shape:
+        logits (B, C, H, W); with K = len(bins) - 1 the arrays below are (K,) per bin, (C,) per
+        class.
+    Returns:
+        ``{"bin_edges": (K+1,), "num_pixels": int, "pixels": {"bin", "class"},
+        "logits": {loss: {"bin", "class", "total_norm", "mean_norm"}}, "probs": {same}}`` as numpy
+        arrays and floats; ``total_norm`` is ``Σ_n g_n`` for the batch loss at the library's scale,
+        ``mean_norm`` its mean per pixel.
+    """
+    from . import losses as loss_module  # the argument shadows the module name
+
+    _check_logits(logits)
+    edges = _check_bins(bins, logits.shape[1])
+    unknown = [name for name in losses if name not in LOSS_NAMES]
+    if unknown or not losses:
+        raise ValueError(f"losses: expected a non-empty subset of {LOSS_NAMES}, got {list(losses)}")
+    num_classes = logits.shape[1]
+    with torch.no_grad():
+        probs = loss_module.softmax_probabilities(logits.detach().double())
+        confidence, predicted = probs.max(dim=1)
+    confidence_np = confidence.cpu().numpy().ravel()
+    predicted_np = predicted.cpu().numpy().ravel()
+    bin_of_pixel = _bin_index(confidence_np, edges)
+    num_bins = len(edges) - 1
+    ones = np.ones_like(confidence_np)
+    result: dict = {
+        "bin_edges": edges,
+        "num_pixels": int(confidence_np.size),
+        "pixels": {"bin": _shares(ones, bin_of_pixel, num_bins),
+                   "class": _shares(ones, predicted_np, num_classes)},
+        "logits": {},
+        "probs": {},
+    }
+    for wrt in ("logits", "probs"):
+        for name in losses:
+            norms = pixel_gradient_norms(logits, name, wrt, ratio).cpu().numpy().ravel()
+            result[wrt][name] = {
+                "bin": _shares(norms, bin_of_pixel, num_bins),
+                "class": _shares(norms, predicted_np, num_classes),
+                "total_norm": float(norms.sum()),
+                "mean_norm": float(norms.mean()),
+            }
+    return result
+
+
+def share_above(shares: dict, threshold: float = 0.9) -> dict[str, float]:
+    """Share of pixels, and of each loss's gradient norm, from pixels with max p above a bin edge.
+
+    Args:
+        shares: a result of :func:`gradient_shares`.
+        threshold: one of its bin edges.
+    Returns:
+        ``{"pixels": f, "logits/<loss>": f, "probs/<loss>": f}``.
+    """
+    edges = np.asarray(shares["bin_edges"])
+    matches = np.flatnonzero(np.isclose(edges, threshold))
+    if matches.size == 0:
+        raise ValueError(f"threshold={threshold} is not a bin edge; edges are {edges.tolist()}")
+    first = int(matches[0])
+    out = {"pixels": float(shares["pixels"]["bin"][first:].sum())}
+    for wrt in ("logits", "probs"):
+        for name, entry in shares[wrt].items():
+            out[f"{wrt}/{name}"] = float(entry["bin"][first:].sum())
+    return out
+
+
+def iw_weight_maps(logits: Tensor, ratio: float = 0.2) -> np.ndarray:
+    """Image-wise weight of every pixel (its argmax class's ``w_c``), as maps.
+
+    Wraps :func:`maxsq_lib.losses.iw_pixel_weights`: ``w_c = 1 / max(N_c^α · N^(1-α), 1)`` from
+    each image's argmax histogram. Introduced in notebook ``03_gradient_analysis``.
+
+    Args:
+        logits: raw scores.
+        ratio: α.
+    Shape:
+        (B, C, H, W) -> (B, H, W).
+    Returns:
+        float64 numpy weights.
+    """
+    return losses.iw_pixel_weights(logits.detach(), ratio=ratio).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# figures of notebook 03
+# ----------------------------------------------------------------------------------------------
+
+
+def _loss_color(name: str) -> str:
+    from .viz import METHOD_COLORS
+
+    return METHOD_COLORS[_LOSS_COLOR_KEYS[name]]
+
+
+def plot_gradient_curves(binary: dict, multiclass: dict | None = None, marks: Sequence[float] = ()):
+    """Two panels: ``|∂L/∂p|`` and ``|∂L/∂z|`` vs the predicted class's probability.
+
+    Solid lines: binary; dashed: the C-class curves (others share ``1-p`` evenly). The logit
+    panel marks where each curve peaks.
+
+    Args:
+        binary: :func:`binary_gradient_curves` result.
+        multiclass: optional :func:`multiclass_gradient_curves` result.
+        marks: probabilities to mark with dotted vertical lines (e.g. the low and high
+            confidence of :func:`high_low_ratio`).
+    Returns:
+        a matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    sets = [(binary, "-", "binary")]
+    if multiclass is not None:
+        sets.append((multiclass, "--", f"C = {multiclass['num_classes']}"))
+    for curves, style, tag in sets:
+        peaks = gradient_peaks(curves)
+        for name in ("entropy", "maxsquare"):
+            color = _loss_color(name)
+            label = f"{LOSS_LABELS[name]}, {tag}"
+            axes[0].plot(curves["p"], np.abs(curves[f"{name}_dp"]), style, color=color, label=label)
+            dz = np.abs(curves[f"{name}_dz"])
+            axes[1].plot(curves["p"], dz, style, color=color, label=label)
+            peak = peaks[f"{name}_dz"]
+            axes[1].plot([peak], [dz.max()], "o", color=color, markersize=4)
+    axes[0].set_title(r"w.r.t. the probability: $|\partial L / \partial p|$")
+    axes[1].set_title(r"w.r.t. its logit: $|\partial L / \partial z| = p(1-p)\,|\partial L/\partial p|$"
+                      " (dots: peaks)")
+    for ax in axes:
+        for mark in marks:
+            ax.axvline(mark, color="#999999", linestyle=":", linewidth=1)
+        ax.set_xlabel("probability p of the predicted class")
+        ax.set_ylabel("gradient magnitude (per pixel)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_gradient_shares(shares: dict, class_names: Sequence[str] | None = None):
+    """2×2 bars: gradient share per confidence bin (left) and per predicted class (right),
+    w.r.t. the logits (top) and the probabilities (bottom), grouped by loss, with the pixel share
+    (grey) as the reference.
+
+    Args:
+        shares: a :func:`gradient_shares` result.
+        class_names: names of the C classes (default: indices).
+    Returns:
+        a matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    edges = np.asarray(shares["bin_edges"])
+    bin_labels = [f"[{lo:g}, {hi:g})" if k < len(edges) - 2 else f"[{lo:g}, {hi:g}]"
+                  for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    num_classes = len(shares["pixels"]["class"])
+    names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 6.4), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [len(bin_labels), max(num_classes, 1)]})
+    for row, wrt in enumerate(("logits", "probs")):
+        for col, (group, labels) in enumerate((("bin", bin_labels), ("class", names))):
+            ax = axes[row, col]
+            series = [("pixels", shares["pixels"][group], "#bbbbbb")]
+            series += [(LOSS_LABELS[name], entry[group], _loss_color(name))
+                       for name, entry in shares[wrt].items()]
+            width = 0.8 / len(series)
+            x = np.arange(len(labels))
+            for k, (label, values, color) in enumerate(series):
+                ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, color=color,
+                       label=label if (row, col) == (0, 0) else None)
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, rotation=0 if group == "bin" else 45,
+                               ha="center" if group == "bin" else "right")
+            what = "max probability bin" if group == "bin" else "predicted class"
+            ax.set_title(f"share of gradient norm w.r.t. {'logits' if wrt == 'logits' else 'probabilities'}"
+                         f", by {what}")
+            ax.set_ylabel("share")
+    fig.legend(loc="outside upper center", ncol=4, fontsize=8)
+    return fig
+
+
+def plot_iw_weight_maps(images: np.ndarray, predictions: np.ndarray, weights: np.ndarray,
+                        class_set, ratio: float = 0.2):
+    """One row per image: the image, its prediction, and the IW weight map relative to uniform.
+
+    The map shows ``w_n · N`` (N = pixels of the image), which equals ``(N / N_c)^α`` wherever
+    the clamp ``max(·, 1)`` is inactive: 1 for a class covering the whole image, larger for rarer
+    classes.
+
+    Args:
+        images: RGB images (e.g. :func:`maxsq_lib.viz.denormalize_bgr` of dataset items).
+        predictions: argmax maps.
+        weights: :func:`iw_weight_maps` output for the same images.
+        class_set: a ClassSet (or its size) for the colours.
+        ratio: α, for the colour-bar label.
+    Shape:
+        images (N, H, W, 3), predictions (N, H, W), weights (N, H, W).
+    Returns:
+        a matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .viz import label_panel
+
+    n = len(images)
+    if not (len(predictions) == len(weights) == n) or n == 0:
+        raise ValueError(f"images, predictions and weights: expected the same non-zero count, got "
+                         f"{len(images)}, {len(predictions)}, {len(weights)}")
+    relative = np.stack([w * w.size for w in weights])
+    vmax = float(relative.max())
+    height, width = np.asarray(images[0]).shape[:2]
+    row_height = 2.9 * height / width + 0.3  # three panels of about 2.9 in wide, plus titles
+    fig, axes = plt.subplots(n, 3, figsize=(9.5, 0.3 + n * row_height),
+                             constrained_layout=True, squeeze=False)
+    for row in range(n):
+        axes[row, 0].imshow(images[row])
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        label_panel(axes[row, 1], predictions[row], class_set)
+        shown = axes[row, 2].imshow(relative[row], cmap="viridis", vmin=1.0, vmax=max(vmax, 1.0 + 1e-6))
+        axes[row, 2].set_xticks([])
+        axes[row, 2].set_yticks([])
+        if row == 0:
+            axes[row, 0].set_title("target image")
+            axes[row, 1].set_title("source model's prediction")
+            axes[row, 2].set_title(rf"IW weight $\times N = (N/N_c)^{{{ratio:g}}}$")
+    fig.colorbar(shown, ax=axes[:, 2], shrink=0.8)
+    return fig

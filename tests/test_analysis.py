@@ -1,0 +1,290 @@
+"""Tests of maxsq_lib.analysis: closed-form gradients, share identities, constructed cases, IW maps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from maxsq_lib import analysis as A
+from maxsq_lib import losses as L
+
+POINTS = np.array([0.05, 0.3, 0.5, 0.6, 0.8, 0.95, 0.99, 0.999])
+
+
+def _even_share_logits(p: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, C, H, W) logits with p on class 0 and (1-p)/(C-1) on the others; p is (B, 1, H, W)."""
+    other = ((1 - p) / (num_classes - 1)).log()
+    return torch.cat([p.log()] + [other] * (num_classes - 1), dim=1)
+
+
+def _gaussian_logits(seed: int, scale: float = 5.0, shape=(2, 10, 32, 32)) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
+
+
+# ------------------------------------------------------------------------------- analytic curves ---
+
+
+def test_binary_curves_match_closed_forms():
+    p = POINTS
+    curves = A.binary_gradient_curves(p)
+    np.testing.assert_allclose(curves["entropy_dp"], np.log((1 - p) / p), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(curves["maxsquare_dp"], -(2 * p - 1), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(curves["entropy_dz"], -p * (1 - p) * np.log(p / (1 - p)), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(curves["maxsquare_dz"], -p * (1 - p) * (2 * p - 1), rtol=1e-12, atol=1e-14)
+    assert curves["num_classes"] == 2
+    np.testing.assert_array_equal(curves["p"], p)
+
+
+@pytest.mark.parametrize("num_classes", [3, 10, 19])
+def test_multiclass_curves_match_closed_forms(num_classes):
+    c, p = num_classes, POINTS
+    q = (1 - p) / (c - 1)  # each other class
+    curves = A.multiclass_gradient_curves(p, c)
+    np.testing.assert_allclose(curves["entropy_dp"], np.log(q / p), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(curves["maxsquare_dp"], -(p - q), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(curves["entropy_dz"], -p * (1 - p) * np.log(p / q), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(curves["maxsquare_dz"], -p * (1 - p) * (p - q), rtol=1e-12, atol=1e-13)
+
+
+def test_multiclass_curves_vanish_at_uniform_and_entropy_dp_is_unbounded():
+    c = 10
+    at_uniform = A.multiclass_gradient_curves(np.array([1 / c]), c)
+    for key in ("entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz"):
+        assert abs(at_uniform[key][0]) < 1e-12
+    near_one = A.multiclass_gradient_curves(np.array([1 - 1e-3, 1 - 1e-9]), c)
+    assert abs(near_one["entropy_dp"][1]) > abs(near_one["entropy_dp"][0]) + 10  # grows like log
+    assert abs(near_one["maxsquare_dp"][1]) <= 1.0  # bounded by 1
+    assert abs(near_one["entropy_dz"][1]) < 1e-6 and abs(near_one["maxsquare_dz"][1]) < 1e-8
+
+
+def test_high_low_ratio_binary_values():
+    ratios = A.high_low_ratio(A.binary_gradient_curves(np.array([0.7])), high=0.95, low=0.6)
+    assert ratios["entropy_dp"] == pytest.approx(math.log(19) / math.log(1.5), rel=1e-12)
+    assert ratios["maxsquare_dp"] == pytest.approx(0.9 / 0.2, rel=1e-12)
+    assert ratios["entropy_dz"] == pytest.approx(0.95 * 0.05 * math.log(19) / (0.6 * 0.4 * math.log(1.5)), rel=1e-12)
+    assert ratios["maxsquare_dz"] == pytest.approx(0.95 * 0.05 * 0.9 / (0.6 * 0.4 * 0.2), rel=1e-12)
+    with pytest.raises(ValueError, match="zero"):
+        A.high_low_ratio(A.binary_gradient_curves(np.array([0.7])), low=0.5)
+
+
+def test_gradient_peaks_of_the_logit_curves():
+    grid = np.linspace(0.5005, 0.9995, 999)  # spacing 5e-4
+    peaks = A.gradient_peaks(A.binary_gradient_curves(grid))
+    # d/dp [p(1-p)(2p-1)] = 0  ->  p = 1/2 + sqrt(3)/6
+    assert peaks["maxsquare_dz"] == pytest.approx(0.5 + math.sqrt(3) / 6, abs=5e-4)
+    # entropy's logit gradient peaks at higher confidence than MaxSquare's (about 0.82)
+    assert 0.80 < peaks["entropy_dz"] < 0.84
+    assert peaks["entropy_dp"] == grid[-1]
+
+
+@pytest.mark.parametrize("bad", [np.array([0.5, 1.0]), np.array([0.0, 0.3]), np.array([[0.5]]), np.array([])])
+def test_curves_reject_probabilities_outside_open_interval(bad):
+    with pytest.raises(ValueError, match="p"):
+        A.binary_gradient_curves(bad)
+
+
+def test_multiclass_rejects_bad_class_count():
+    with pytest.raises(ValueError, match="num_classes"):
+        A.multiclass_gradient_curves(np.array([0.5]), 1)
+
+
+# ------------------------------------------------------------------- losses written over probs ---
+
+
+def test_entropy_and_iw_from_probs_equal_the_library_losses():
+    z = _gaussian_logits(0, scale=3.0, shape=(3, 5, 4, 6))
+    p = torch.softmax(z, dim=1)
+    torch.testing.assert_close(A.entropy_from_probs(p), L.entropy(z), rtol=1e-12, atol=0)
+    weights = L.iw_pixel_weights(z, ratio=0.2)
+    torch.testing.assert_close(A.iw_max_square_from_probs(p, weights), L.iw_max_square(z, ratio=0.2),
+                               rtol=1e-12, atol=0)
+
+
+def test_entropy_from_probs_gradient_finite_for_underflowed_probs():
+    p = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).reshape(1, 3, 1, 1).requires_grad_(True)
+    (g,) = torch.autograd.grad(A.entropy_from_probs(p), p)
+    assert torch.isfinite(g).all()
+
+
+# ------------------------------------------------------------------------- per-pixel gradients ---
+
+
+@pytest.mark.parametrize("loss, fn", [("entropy", L.entropy), ("maxsquare", L.max_square),
+                                      ("maxsquare_iw", lambda z: L.iw_max_square(z, ratio=0.2))])
+def test_pixel_norms_wrt_logits_equal_batch_autograd(loss, fn):
+    z = _gaussian_logits(1, scale=2.0, shape=(3, 6, 5, 4)).requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(z), z)
+    torch.testing.assert_close(A.pixel_gradient_norms(z, loss, "logits"), g.norm(dim=1), rtol=1e-10, atol=1e-18)
+
+
+@pytest.mark.parametrize("num_classes", [2, 4, 10])
+def test_pixel_norms_wrt_probs_match_curves_on_even_share_pixels(num_classes):
+    """On the simplex the projected gradient norm is |dL/dp along the even-share path| · sqrt((C-1)/C)."""
+    c = num_classes
+    p_np = np.array([0.55, 0.7, 0.9, 0.97, 0.999, 0.62])
+    z = _even_share_logits(torch.tensor(p_np).reshape(1, 1, 2, 3), c)
+    curves = A.multiclass_gradient_curves(p_np, c)
+    pixels = p_np.size
+    for loss, key in (("entropy", "entropy_dp"), ("maxsquare", "maxsquare_dp")):
+        norms = A.pixel_gradient_norms(z, loss, "probs").numpy().ravel()
+        expected = np.abs(curves[key]) * math.sqrt((c - 1) / c) / (c * pixels)
+        np.testing.assert_allclose(norms, expected, rtol=1e-9)
+
+
+def test_pixel_norms_reject_bad_arguments():
+    z = torch.zeros(1, 3, 2, 2)
+    with pytest.raises(ValueError, match="unknown loss"):
+        A.pixel_gradient_norms(z, "hard")
+    with pytest.raises(ValueError, match="wrt"):
+        A.pixel_gradient_norms(z, "entropy", wrt="features")
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        A.pixel_gradient_norms(torch.zeros(3, 2, 2), "entropy")
+
+
+# ---------------------------------------------------------------------------------- the shares ---
+
+
+def test_shares_sum_to_one_and_pixel_shares_are_counts():
+    z = _gaussian_logits(2, scale=4.0, shape=(2, 7, 9, 11))
+    shares = A.gradient_shares(z)
+    p = torch.softmax(z, 1)
+    confidence, predicted = p.max(1)
+    edges = shares["bin_edges"]
+    np.testing.assert_allclose(shares["pixels"]["class"],
+                               np.bincount(predicted.numpy().ravel(), minlength=7) / predicted.numel())
+    for k in range(len(edges) - 1):
+        inside = (confidence >= edges[k]) & ((confidence < edges[k + 1]) | (k == len(edges) - 2))
+        assert shares["pixels"]["bin"][k] == pytest.approx(inside.double().mean().item(), abs=1e-15)
+    assert shares["num_pixels"] == 2 * 9 * 11
+    assert shares["pixels"]["bin"].sum() == pytest.approx(1.0, abs=1e-12)
+    for wrt in ("logits", "probs"):
+        assert set(shares[wrt]) == set(A.LOSS_NAMES)
+        for entry in shares[wrt].values():
+            assert entry["bin"].shape == (5,) and entry["class"].shape == (7,)
+            assert entry["bin"].sum() == pytest.approx(1.0, abs=1e-12)
+            assert entry["class"].sum() == pytest.approx(1.0, abs=1e-12)
+            assert entry["total_norm"] > 0
+            assert entry["mean_norm"] == pytest.approx(entry["total_norm"] / shares["num_pixels"], rel=1e-12)
+
+
+def test_bin_share_equals_manual_sum_of_norms():
+    z = _gaussian_logits(3, scale=4.0, shape=(1, 5, 8, 8))
+    shares = A.gradient_shares(z, losses=("maxsquare",))
+    norms = A.pixel_gradient_norms(z, "maxsquare", "logits").numpy().ravel()
+    confidence = torch.softmax(z, 1).max(1).values.numpy().ravel()
+    above = norms[confidence >= 0.9].sum() / norms.sum()
+    assert shares["logits"]["maxsquare"]["bin"][3:].sum() == pytest.approx(above, rel=1e-12)
+    assert A.share_above(shares, 0.9)["logits/maxsquare"] == pytest.approx(above, rel=1e-12)
+
+
+def test_all_pixels_in_one_bin_and_one_class_give_share_one():
+    # every pixel: p = 0.8 on class 2 -> bin [0.7, 0.9), class 2
+    p = torch.full((2, 1, 3, 4), 0.8, dtype=torch.float64)
+    z = _even_share_logits(p, 5)[:, [1, 2, 0, 3, 4]]
+    shares = A.gradient_shares(z)
+    expected_bins = np.array([0, 0, 1, 0, 0], dtype=float)
+    expected_classes = np.array([0, 0, 1, 0, 0], dtype=float)
+    np.testing.assert_array_equal(shares["pixels"]["bin"], expected_bins)
+    np.testing.assert_array_equal(shares["pixels"]["class"], expected_classes)
+    for wrt in ("logits", "probs"):
+        for entry in shares[wrt].values():
+            np.testing.assert_allclose(entry["bin"], expected_bins, atol=1e-15)
+            np.testing.assert_allclose(entry["class"], expected_classes, atol=1e-15)
+
+
+def test_top_bin_includes_probability_one():
+    z = torch.zeros(1, 3, 1, 2, dtype=torch.float64)
+    z[0, 0, 0, 0] = 1000.0  # max p == 1.0 exactly
+    z[0, 1, 0, 1] = 1.0
+    shares = A.gradient_shares(z, losses=("maxsquare",))
+    assert shares["pixels"]["bin"][-1] == 0.5 and shares["pixels"]["bin"][1] == 0.5
+
+
+def test_even_share_pixels_entropy_favours_confident_pixels_more_than_maxsquare():
+    """The paper's picture: when the other classes share 1-p evenly, entropy's gradient (w.r.t. p
+    and w.r.t. the logits) puts a larger share on pixels above 0.9 than MaxSquare's."""
+    c = 10
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        p = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64) * (1 - 1 / c - 1e-3) + 1 / c + 1e-3
+        above = A.share_above(A.gradient_shares(_even_share_logits(p, c), losses=("entropy", "maxsquare")))
+        assert above["probs/entropy"] > above["probs/maxsquare"] + 0.005
+        assert above["logits/entropy"] > above["logits/maxsquare"]
+
+
+def test_gaussian_logits_direction_depends_on_the_variable():
+    """Verified numerically (20 seeds, scales 3-8, C in 5-19) before writing this test: on i.i.d.
+    Gaussian logits entropy puts more of its *logit*-gradient share above 0.9 than MaxSquare, but
+    w.r.t. the *probabilities* it is the other way round, because entropy's projected probability
+    gradient is the centred log-probability vector, whose size hardly depends on the confidence."""
+    for seed in range(3):
+        above = A.share_above(A.gradient_shares(_gaussian_logits(seed), losses=("entropy", "maxsquare")))
+        assert above["pixels"] > 0.3
+        assert above["logits/entropy"] > above["logits/maxsquare"] + 0.01
+        assert above["probs/maxsquare"] > above["probs/entropy"] + 0.01
+
+
+def test_iw_moves_class_share_to_the_rare_class_exactly():
+    # one image, 90 pixels of class 0 and 10 of class 1, all at the same confidence 0.9
+    p = torch.full((1, 1, 10, 10), 0.9, dtype=torch.float64)
+    z = _even_share_logits(p, 3)
+    z[0, :, 9, :] = z[0, [1, 0, 2], 9, :]  # last row predicts class 1
+    shares = A.gradient_shares(z, losses=("maxsquare", "maxsquare_iw"), ratio=0.2)
+    for wrt in ("logits", "probs"):
+        assert shares[wrt]["maxsquare"]["class"][1] == pytest.approx(0.1, rel=1e-12)
+        w0, w1 = 90.0 ** -0.2, 10.0 ** -0.2  # the common factor N^-0.8 cancels
+        assert shares[wrt]["maxsquare_iw"]["class"][1] == pytest.approx(10 * w1 / (10 * w1 + 90 * w0), rel=1e-12)
+
+
+def test_gradient_shares_rejects_bad_arguments():
+    z = torch.randn(1, 4, 3, 3)
+    with pytest.raises(ValueError, match="bins"):
+        A.gradient_shares(z, bins=(0.5, 0.9, 1.0))  # does not reach 1/C = 0.25
+    with pytest.raises(ValueError, match="bins"):
+        A.gradient_shares(z, bins=(0.0, 0.9, 0.8, 1.0))
+    with pytest.raises(ValueError, match="losses"):
+        A.gradient_shares(z, losses=("entropy", "kl"))
+    with pytest.raises(ValueError, match="zero"):
+        A.gradient_shares(torch.zeros(1, 4, 3, 3))  # uniform everywhere: no gradient
+    with pytest.raises(ValueError, match="bin edge"):
+        A.share_above(A.gradient_shares(z), 0.8)
+
+
+# -------------------------------------------------------------------------------- IW weights ---
+
+
+def test_iw_weight_maps_wrap_the_library():
+    z = _gaussian_logits(4, scale=3.0, shape=(2, 6, 5, 7)).float()
+    for ratio in (0.0, 0.2, 0.5):
+        maps = A.iw_weight_maps(z, ratio=ratio)
+        assert isinstance(maps, np.ndarray) and maps.shape == (2, 5, 7)
+        np.testing.assert_array_equal(maps, L.iw_pixel_weights(z, ratio=ratio).numpy())
+    np.testing.assert_allclose(A.iw_weight_maps(z, ratio=0.0), np.full((2, 5, 7), 1 / 35))
+
+
+# ----------------------------------------------------------------------------------- figures ---
+
+
+def test_plot_helpers_build_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0.51, 0.99, 25)
+    fig = A.plot_gradient_curves(A.binary_gradient_curves(grid), A.multiclass_gradient_curves(grid, 10))
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
+    plt.close(fig)
+    z = _gaussian_logits(5, scale=4.0, shape=(1, 10, 6, 8)).float()
+    fig = A.plot_gradient_shares(A.gradient_shares(z), class_names=[f"c{i}" for i in range(10)])
+    assert len(fig.axes) == 4
+    plt.close(fig)
+    images = np.zeros((2, 6, 8, 3), dtype=np.uint8)
+    fig = A.plot_iw_weight_maps(images, z.argmax(1).numpy().repeat(2, 0), A.iw_weight_maps(z).repeat(2, 0), 10)
+    assert len(fig.axes) == 7  # 2 rows x 3 panels + colour bar
+    plt.close(fig)
+    with pytest.raises(ValueError, match="same non-zero count"):
+        A.plot_iw_weight_maps(images, z.argmax(1).numpy(), A.iw_weight_maps(z), 10)
