@@ -1,0 +1,1419 @@
+"""Every course figure and ``figures/results.md``, rebuilt from the runs (``maxsq figures``).
+
+:func:`regenerate` reads the ``metrics.json`` of every finished run under
+``<runs>/<profile>/`` and writes a fixed set of PNG files plus ``results.md`` into one folder.
+Regenerating from the same runs gives identical bytes: figures go through
+:func:`maxsq_lib.viz.save_figure` (no timestamps in the metadata, fixed size and DPI), every
+iteration order is sorted, and ``results.md`` quotes the dates and commits recorded *in the runs*
+(``provenance``), never today's. A figure whose evidence is missing (no λ sweep, no cross-city
+runs, no checkpoints, no data) is skipped and the reason noted in ``results.md``; nothing else in
+the folder is touched.
+
+Each figure has its own function returning the matplotlib figure, so a notebook shows exactly the
+course figure (``05_evaluation``: :func:`results_figure`, :func:`per_class_gain_figure`,
+:func:`selection_rules_figure`, :func:`flip_figure`, :func:`qualitative_figure`; ``04_adaptation``:
+:func:`training_curves_figure`, :func:`lambda_sweep_figure`, :func:`bn_mode_figure`;
+``03_gradient_analysis``: :func:`gradient_curves_figure`; ``06_cross_city``:
+:func:`cross_city_figure`). Tables are from :mod:`maxsq_lib.engine.summary`.
+
+The paper's numbers are those of Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with
+Maximum Squares Loss", ICCV 2019, as listed in the README of ZJULearning/MaxSquareLoss (SYNTHIA rows
+from its version before 2019-07-25).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts (engine imports it)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .engine.runs import find_runs  # noqa: E402
+from .engine.summary import markdown_tables, summarize_runs  # noqa: E402
+from .viz import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,  # noqa: E402
+                  legend_handles, save_figure)
+
+# ------------------------------------------------------------------------------------ constants
+
+PAPER_CITATION = ("Chen, Xue, Cai, ICCV 2019, README of ZJULearning/MaxSquareLoss")
+"""Where the paper's numbers come from (official-code-facts §8)."""
+
+PAPER_GTA5_CITYSCAPES: dict[str, float] = {
+    "source": 36.9, "minent": 42.2, "maxsquare": 44.3, "maxsquare_iw": 45.2, "maxsquare_iw_multi": 46.4}
+"""The paper's GTA5→Cityscapes mIoU-19 (%)."""
+
+PAPER_SYNTHIA_16: dict[str, float] = {
+    "source": 30.1, "minent": 38.0, "maxsquare": 39.3, "maxsquare_iw": 40.4, "maxsquare_iw_multi": 41.4}
+"""The paper's SYNTHIA→Cityscapes mIoU-16 (%) (README before 2019-07-25)."""
+
+PAPER_SYNTHIA_13: dict[str, float] = {
+    "source": 34.3, "minent": 44.5, "maxsquare": 45.8, "maxsquare_iw": 46.9, "maxsquare_iw_multi": 48.2}
+"""The paper's SYNTHIA→Cityscapes mIoU*-13 (%) (README before 2019-07-25)."""
+
+CITIES: tuple[str, ...] = ("Rome", "Rio", "Tokyo", "Taipei")
+
+PAPER_NTHU: dict[str, dict[str, float]] = {
+    "Rome": {"source": 51.0, "maxsquare": 53.9, "maxsquare_iw": 54.5},
+    "Rio": {"source": 48.9, "maxsquare": 52.0, "maxsquare_iw": 53.3},
+    "Tokyo": {"source": 47.8, "maxsquare": 49.7, "maxsquare_iw": 50.5},
+    "Taipei": {"source": 46.3, "maxsquare": 49.8, "maxsquare_iw": 50.6},
+}
+"""The paper's Cityscapes→NTHU mIoU-13 (%) per city."""
+
+ADAPT_METHODS: tuple[str, ...] = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
+"""The main table's adaptation runs, in the paper's order (``none`` is our BatchNorm-only control)."""
+
+METHOD_LABELS: dict[str, str] = {
+    "source": "source only", "none": "none (BN only)", "minent": "MinEnt", "maxsquare": "MaxSquare",
+    "maxsquare_iw": "MaxSquare+IW", "maxsquare_iw_multi": "MaxSquare+IW+Multi"}
+
+RARE_SHARE = 0.02
+"""Classes below this share of labelled target-val pixels are marked rare in the per-class figure."""
+
+QUALITATIVE_INDICES: tuple[int, ...] = (0, 1, 2, 3)
+"""Target val images of the qualitative grid and the sample grid (fixed, for determinism)."""
+
+FREQUENCY_LIMIT = 500
+"""Images per domain counted for the class-frequency figure (the first ones, for speed)."""
+
+MAIN_BENCHMARKS: tuple[str, ...] = ("minicity", "gta5_cityscapes", "synthia_cityscapes")
+"""Main-table benchmarks, preferred in this order."""
+
+_CROSS_CITY = re.compile(r"^(?P<prefix>.+)_nthu_(?P<city>rome|rio|tokyo|taipei)$")
+
+FIGURES: dict[str, str] = {
+    "results_minicity.png": "target val mIoU per method (bars: mean over seeds, dots: seeds, "
+                            "line: the source model on source val) and, beside it, the paired gains "
+                            "over the source model next to the paper's GTA5→Cityscapes gains.",
+    "per_class_gain.png": "per-class IoU gain of each method over the source model of the same seed "
+                          "(mean over seeds); rare classes are marked.",
+    "training_curves.png": "seed 0: target val mIoU during adaptation (iteration 0 = the source "
+                           "model) and the logged source cross-entropy and target loss per method.",
+    "lambda_sweep.png": "target val mIoU against λ_T for MinEnt and MaxSquare, with MaxSquare at "
+                        "MinEnt's initial gradient norm as a separate marker.",
+    "selection_rules.png": "last iteration vs the best evaluation on target val (uses target labels, "
+                           "the paper's protocol) vs the label-free choice (lowest mean entropy).",
+    "bn_mode.png": "MaxSquare with BatchNorm in train mode (the authors') vs frozen, beside the "
+                   "BatchNorm-only control and the source model.",
+    "cross_city.png": "Cityscapes→NTHU protocol (13 classes) per city: source, MaxSquare, "
+                      "MaxSquare+IW, beside the paper's numbers.",
+    "flip.png": "target val mIoU without and with flip ensembling (mean of the two softmaxes).",
+    "gradient_curves.png": "analytic: gradient magnitude of entropy and MaxSquare for a binary "
+                           "prediction, w.r.t. the probability and w.r.t. the logit.",
+    "class_frequencies.png": "share of labelled pixels per class in the source and target domains "
+                             "(log scale).",
+    "sample_grid.png": "the first source training and target val images with their labels.",
+    "qualitative.png": "four target val images: label and the predictions of the source model and "
+                       "each method (seed 0, final checkpoints).",
+}
+"""Every figure :func:`regenerate` writes, with the sentence ``results.md`` gives it."""
+
+_SELECTION_COLORS = ("#4c72b0", "#dd8452", "#55a868")
+
+
+class MissingEvidence(LookupError):
+    """The runs (or data, or checkpoints) a figure needs are not there; the message says which."""
+
+
+# ------------------------------------------------------------------------------------ the runs
+
+@dataclass
+class CourseRuns:
+    """The finished runs of one profile, grouped by benchmark.
+
+    Attributes:
+        runs_root: the runs folder.
+        profile: the profile.
+        by_benchmark: benchmark -> metrics dicts (from :func:`find_runs`).
+        tables: benchmark -> :func:`summarize_runs` table.
+        main: the main-table benchmark (``minicity`` for MiniCity profiles), or None.
+        cities: city name -> its cross-city benchmark, in :data:`CITIES` order.
+    """
+
+    runs_root: Path
+    profile: str
+    by_benchmark: dict[str, list[dict]]
+    tables: dict[str, dict]
+    main: str | None
+    cities: dict[str, str] = field(default_factory=dict)
+
+
+def load_course_runs(runs_root: str | os.PathLike, profile: str) -> CourseRuns:
+    """Read and summarise every finished run of a profile.
+
+    Args:
+        runs_root: the runs folder (``runs/``).
+        profile: ``smoke``, ``cpu``, ``gpu`` or ``paper``.
+    Returns:
+        a :class:`CourseRuns`.
+    Raises:
+        FileNotFoundError: no finished run under ``<runs_root>/<profile>/``.
+    """
+    base = Path(runs_root) / profile
+    runs = find_runs(runs_root, profile)
+    if not runs:
+        raise FileNotFoundError(
+            f"no finished runs under {base}: expected <benchmark>/<run name>/seed<k>/ folders holding "
+            f"metrics.json and a FINISHED marker (train them with `maxsq course --profile {profile}`)")
+    by_benchmark: dict[str, list[dict]] = {}
+    for m in runs:
+        by_benchmark.setdefault(str(m["benchmark"]), []).append(m)
+    by_benchmark = {b: by_benchmark[b] for b in sorted(by_benchmark)}
+    tables = {b: summarize_runs(r) for b, r in by_benchmark.items()}
+    plain = [b for b in by_benchmark if not _CROSS_CITY.match(b)]
+    main = next((b for b in MAIN_BENCHMARKS if b in plain), plain[0] if plain else None)
+    found = {}
+    for b in by_benchmark:
+        hit = _CROSS_CITY.match(b)
+        if hit:
+            found[hit["city"]] = b
+    cities = {c: found[c.lower()] for c in CITIES if c.lower() in found}
+    return CourseRuns(Path(runs_root), profile, by_benchmark, tables, main, cities)
+
+
+# ------------------------------------------------------------------------------------ small helpers
+
+def _finite(values) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _mean(values) -> float | None:
+    vals = _finite(values)
+    return float(np.mean(vals)) if vals else None
+
+
+def _std(values) -> float | None:
+    vals = _finite(values)
+    return float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+
+
+def _pts(x: float | None, signed: bool = False) -> str:
+    """A fraction as percentage points with one decimal (``–`` when missing)."""
+    if x is None:
+        return "–"
+    points = round(100 * x, 1) + 0.0  # + 0.0 turns -0.0 into 0.0, so no "-0.0" is printed
+    return f"{points:+.1f}" if signed else f"{points:.1f}"
+
+
+def _pm(values: Sequence[float], signed: bool = False) -> str:
+    """``mean ± std`` in points over seeds (no ± with one seed)."""
+    mean, std = _mean(values), _std(values)
+    text = _pts(mean, signed)
+    return text if std is None else f"{text} ± {_pts(std)}"
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    seeds = sorted(seeds)
+    if len(seeds) == 1:
+        return f"one seed (seed {seeds[0]})"
+    return f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+
+
+def _label(name: str) -> str:
+    return METHOD_LABELS.get(name, name)
+
+
+def _source_entry(table: Mapping[str, dict]) -> dict | None:
+    return next((e for n, e in table.items() if n.startswith("source")), None)
+
+
+def source_on_target(table: Mapping[str, dict]) -> dict[int, float]:
+    """Target val mIoU of the source model per seed.
+
+    From the source run when the benchmark has one, else from the adaptation runs' ``before``
+    evaluation (each run evaluates its starting point; cross-city benchmarks share one source run).
+
+    Args:
+        table: a :func:`summarize_runs` table of one benchmark.
+    Returns:
+        seed -> mIoU (fraction).
+    """
+    src = _source_entry(table)
+    if src is not None:
+        return {s: r["miou"] for s, r in sorted(src["seeds"].items()) if r["miou"] is not None}
+    out: dict[int, float] = {}
+    for name, e in table.items():
+        for s, r in sorted(e["seeds"].items()):
+            if r.get("before_miou") is not None:
+                out.setdefault(s, r["before_miou"])
+    return dict(sorted(out.items()))
+
+
+def _seed_values(entry: dict, key: str = "miou", seeds: Sequence[int] | None = None) -> dict[int, float]:
+    return {s: r[key] for s, r in sorted(entry["seeds"].items())
+            if r.get(key) is not None and (seeds is None or s in seeds)}
+
+
+def _paired_difference(table: Mapping[str, dict], a: str, b: str) -> dict[int, float]:
+    """Per seed ``miou(a) − miou(b)`` over the seeds both runs have."""
+    if a not in table or b not in table:
+        return {}
+    va, vb = _seed_values(table[a]), _seed_values(table[b])
+    return {s: va[s] - vb[s] for s in sorted(va) if s in vb}
+
+
+def _gains(table: Mapping[str, dict], name: str) -> dict[int, float]:
+    """Paired gains over the source model (each run's own ``before``), per seed."""
+    return _seed_values(table[name], "gain") if name in table else {}
+
+
+def _present(table: Mapping[str, dict], names: Sequence[str]) -> list[str]:
+    return [n for n in names if n in table]
+
+
+def _sweep_runs(table: Mapping[str, dict], method: str) -> dict[str, dict]:
+    """The λ-sweep runs ``<method>-lambda<v>`` of a benchmark."""
+    return {n: e for n, e in table.items() if n.startswith(f"{method}-lambda")}
+
+
+def _bar_with_seeds(ax, x: float, per_seed: Mapping[int, float], color: str, width: float = 0.7,
+                    scale: float = 100.0, label: str | None = None, hatch: str | None = None,
+                    annotate: bool = True, fontsize: float = 7.5) -> None:
+    """One bar (mean over seeds), a dot per seed, an error bar (std) with two or more seeds."""
+    vals = np.asarray(_finite(per_seed.values())) * scale
+    if vals.size == 0:
+        return
+    mean = float(vals.mean())
+    ax.bar(x, mean, width=width, color=color, edgecolor="black", linewidth=0.5, label=label,
+           hatch=hatch, zorder=2)
+    if vals.size > 1:
+        ax.errorbar(x, mean, yerr=float(vals.std(ddof=1)), color="black", capsize=3, lw=1, zorder=3)
+        offsets = np.linspace(-width * 0.25, width * 0.25, vals.size)
+        ax.scatter(x + offsets, vals, s=10, color="black", zorder=4, linewidths=0)
+    if annotate:
+        top = float(vals.max()) if vals.size > 1 else mean
+        ax.annotate(f"{mean:.1f}", (x, max(top, 0.0) if mean >= 0 else min(float(vals.min()), 0.0)),
+                    xytext=(0, 3 if mean >= 0 else -10), textcoords="offset points", ha="center",
+                    fontsize=fontsize)
+
+
+# ------------------------------------------------------------------------------------ figures
+
+def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None = PAPER_GTA5_CITYSCAPES,
+                   benchmark: str = "minicity", paper_name: str = "GTA5→Cityscapes") -> Figure:
+    """Main results: target val mIoU per method, and gains over source beside the paper's.
+
+    Left: bars = mean over seeds, dots = seeds, error bars = std (two or more seeds), dashed line =
+    the source model on source val. Right: the paired gain of each method over the source model of
+    the same seed (ours) next to the paper's gain over its source model, so gains are compared
+    rather than absolute numbers from different data. Introduced in notebook ``05_evaluation``.
+
+    Args:
+        table: :func:`summarize_runs` table of the main benchmark.
+        paper: the paper's mIoU (%) per method incl. ``source``; None: no paper bars.
+        benchmark: the benchmark's name (titles).
+        paper_name: the paper benchmark's name (legend).
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: neither a source run nor any main adaptation run.
+    """
+    source = source_on_target(table)
+    methods = _present(table, ADAPT_METHODS)
+    if not source and not methods:
+        raise MissingEvidence(f"no source run and none of {list(ADAPT_METHODS)} in {benchmark}")
+    with figure_style():
+        fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(11.5, 4.4), gridspec_kw={"width_ratios": [1.15, 1]})
+        names = (["source"] if source else []) + methods
+        seeds = sorted({s for n in methods for s in table[n]["seeds"]} | set(source))
+        for i, name in enumerate(names):
+            values = source if name == "source" else _seed_values(table[name])
+            _bar_with_seeds(ax, i, values, METHOD_COLORS.get(name, "#999999"))
+        src_entry = _source_entry(table)
+        if src_entry is not None and src_entry["source_val_miou_mean"] is not None:
+            level = 100 * src_entry["source_val_miou_mean"]
+            ax.axhline(level, color="black", ls="--", lw=1, zorder=1)
+            ax.annotate(f"source model on source val: {level:.1f}", (len(names) - 0.6, level),
+                        xytext=(0, 3), textcoords="offset points", ha="right", fontsize=7.5)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([_label(n) for n in names], rotation=25, ha="right")
+        ax.set_ylabel("target val mIoU (%)")
+        ax.set_ylim(0, max(ax.get_ylim()[1], 10) * 1.08)
+        ax.set_title(f"{benchmark}: target val mIoU, last iteration, {_seed_text(seeds)}")
+
+        gain_methods = list(methods)
+        width = 0.38
+        paper_labelled = False
+        for i, name in enumerate(gain_methods):
+            color = METHOD_COLORS.get(name, "#999999")
+            if paper and name in paper and "source" in paper:
+                g = paper[name] - paper["source"]
+                ax_gain.bar(i - width / 2, g, width=width, color="white", edgecolor=color, hatch="///",
+                            linewidth=1.0, zorder=2)
+                paper_labelled = True
+                ax_gain.annotate(f"{g:+.1f}", (i - width / 2, max(g, 0)), xytext=(0, 3),
+                                 textcoords="offset points", ha="center", fontsize=7.5)
+            _bar_with_seeds(ax_gain, i + width / 2, _gains(table, name), color, width=width)
+        ax_gain.axhline(0, color="black", lw=0.8)
+        ax_gain.set_xticks(range(len(gain_methods)))
+        ax_gain.set_xticklabels([_label(n) for n in gain_methods], rotation=25, ha="right")
+        ax_gain.set_ylabel("gain over the source model (mIoU points)")
+        low, high = ax_gain.get_ylim()
+        ax_gain.set_ylim(min(low, 0) - 0.5, high + 0.08 * (high - min(low, 0)) + 0.5)
+        ax_gain.set_title("Gain over source: the paper vs here")
+        handles = [Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5,
+                         label="here (paired on the seed)")]
+        if paper_labelled:
+            handles.insert(0, Patch(facecolor="white", edgecolor="#555555", hatch="///",
+                                    label=f"paper ({paper_name})"))
+        ax_gain.legend(handles=handles, frameon=False, fontsize=8, loc="upper left")
+        if paper:
+            fig.text(0.5, 0.01, f"Paper: {paper_name}, source {paper.get('source', float('nan')):.1f} mIoU "
+                     f"({PAPER_CITATION}). Here: method − source model of the same seed.",
+                     ha="center", fontsize=7.5, color="#444444")
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _class_target_share(runs: Sequence[dict]) -> np.ndarray | None:
+    """Share of labelled target-val pixels per class (rows of a recorded confusion matrix)."""
+    for m in runs:
+        conf = (m.get("last") or {}).get("confusion")
+        if conf:
+            counts = np.asarray(conf, dtype=np.float64).sum(axis=1)
+            if counts.sum() > 0:
+                return counts / counts.sum()
+    return None
+
+
+def per_class_gains(runs: Sequence[dict], method: str) -> dict[str, float | None]:
+    """Per-class IoU gain of a run over its ``before`` evaluation, mean over seeds.
+
+    Args:
+        runs: metrics dicts of one benchmark.
+        method: the run name.
+    Returns:
+        class name -> mean gain (fraction; None where the class was absent).
+    """
+    chosen = sorted((m for m in runs if m["run"] == method and m.get("before")), key=lambda m: m["seed"])
+    if not chosen:
+        return {}
+    classes = chosen[0]["class_names"]
+    out = {}
+    for c in classes:
+        diffs = []
+        for m in chosen:
+            after, before = m["last"]["per_class_iou"].get(c), m["before"]["per_class_iou"].get(c)
+            if after is not None and before is not None:
+                diffs.append(after - before)
+        out[c] = _mean(diffs)
+    return out
+
+
+def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ADAPT_METHODS,
+                          benchmark: str = "minicity") -> Figure:
+    """Heatmap of per-class IoU gains over the source model (rows methods, columns classes).
+
+    Values are paired on the seed (each run's ``before``), then averaged; the colour map is
+    diverging and centred at 0; column labels give the source model's IoU; classes with less than
+    :data:`RARE_SHARE` of the labelled target-val pixels are starred. Notebook ``05_evaluation``.
+
+    Args:
+        runs: metrics dicts of one benchmark (from :func:`find_runs`).
+        methods: rows (those present are drawn).
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no adaptation run with a ``before`` evaluation.
+    """
+    rows = [m for m in methods if any(r["run"] == m and r.get("before") for r in runs)]
+    if not rows:
+        raise MissingEvidence(f"no adaptation runs of {list(methods)} with a 'before' evaluation in {benchmark}")
+    first = next(r for r in runs if r["run"] == rows[0])
+    classes = list(first["class_names"])
+    gains = np.array([[np.nan if (v := per_class_gains(runs, m).get(c)) is None else 100 * v
+                       for c in classes] for m in rows])
+    befores = [r for r in runs if r["run"] == rows[0] and r.get("before")]
+    source_iou = [_mean(r["before"]["per_class_iou"].get(c) for r in befores) for c in classes]
+    share = _class_target_share(runs)
+    seeds = sorted({r["seed"] for r in runs if r["run"] in rows})
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(max(8.0, 0.85 * len(classes) + 2.6), 0.55 * len(rows) + 2.4))
+        limit = max(1.0, float(np.nanmax(np.abs(gains))) if np.isfinite(gains).any() else 1.0)
+        cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")
+        image = ax.imshow(np.ma.masked_invalid(gains), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(classes)):
+                v = gains[i, j]
+                text = "–" if not np.isfinite(v) else f"{v:+.1f}"
+                dark = np.isfinite(v) and abs(v) > 0.6 * limit
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+        labels = []
+        for j, c in enumerate(classes):
+            star = "*" if share is not None and share[j] < RARE_SHARE else ""
+            src = "–" if source_iou[j] is None else f"{100 * source_iou[j]:.0f}"
+            labels.append(f"{c}{star}\nsource {src}")
+        ax.set_xticks(range(len(classes)))
+        ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([_label(m) for m in rows])
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+        bar.set_label("IoU gain (points)")
+        ax.set_title(f"{benchmark}: per-class IoU gain over the source model (paired, mean over "
+                     f"{_seed_text(seeds)})")
+        if share is not None:
+            fig.text(0.01, 0.01, f"* fewer than {100 * RARE_SHARE:.0f} % of the labelled target val "
+                     "pixels. 'source': the source model's IoU (%).", fontsize=7.5, color="#444444")
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return fig
+
+
+def _curve(run: dict) -> tuple[list[int], list[float]]:
+    points = {int(h["iteration"]): h["miou"] for h in run.get("history") or [] if h.get("miou") is not None}
+    if run.get("before") and run["before"].get("miou") is not None:
+        points.setdefault(0, run["before"]["miou"])
+    last = run.get("last") or {}
+    if last.get("iteration") is not None and last.get("miou") is not None:
+        points.setdefault(int(last["iteration"]), last["miou"])
+    its = sorted(points)
+    return its, [100 * points[i] for i in its]
+
+
+def training_curves_figure(runs: Sequence[dict], seed: int = 0, methods: Sequence[str] = ADAPT_METHODS,
+                           benchmark: str = "minicity") -> Figure:
+    """Adaptation curves of one seed: target val mIoU, source CE and target loss vs iteration.
+
+    Iteration 0 is the source model (``before``). Losses are the values the trainer logged
+    (``train_log``, averaged over ``log_every`` iterations), unweighted by λ_T. Notebook
+    ``04_adaptation``.
+
+    Args:
+        runs: metrics dicts of one benchmark.
+        seed: which seed.
+        methods: runs to draw.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: none of the methods has a run of this seed.
+    """
+    chosen = {m["run"]: m for m in runs if m["run"] in methods and int(m["seed"]) == seed}
+    names = [m for m in methods if m in chosen]
+    if not names:
+        raise MissingEvidence(f"no adaptation runs of seed {seed} in {benchmark}")
+    with figure_style():
+        fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.0))
+        for name in names:
+            run, color = chosen[name], METHOD_COLORS.get(name, "#999999")
+            its, miou = _curve(run)
+            axes[0].plot(its, miou, marker="o", ms=3, color=color, label=_label(name))
+            log = run.get("train_log") or []
+            for ax, key in ((axes[1], "source_ce"), (axes[2], "target_loss")):
+                pts = [(e["iteration"], e[key]) for e in log if e.get(key) is not None]
+                if pts and not (key == "target_loss" and name == "none"):
+                    x, y = zip(*pts)
+                    ax.plot(x, y, color=color, lw=1.2, label=_label(name))
+        axes[0].set_title(f"target val mIoU (seed {seed}; iteration 0 = source model)")
+        axes[0].set_ylabel("mIoU (%)")
+        axes[1].set_title("source cross-entropy (logged)")
+        axes[2].set_title("target loss, before λ_T (logged)")
+        axes[2].axhline(0, color="black", lw=0.6)
+        for ax in axes:
+            ax.set_xlabel("adaptation iteration")
+        axes[0].legend(frameon=False, fontsize=7.5)
+        fig.suptitle(f"{benchmark}: adaptation runs, seed {seed}", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("minent", "maxsquare"),
+                        benchmark: str = "minicity") -> Figure:
+    """Target val mIoU against λ_T for MinEnt and MaxSquare (log x axis).
+
+    Points: the sweep runs ``<method>-lambda<v>`` and the plain run at its λ (0.1), averaged over
+    the sweep's seeds; a star: MaxSquare at MinEnt's initial gradient norm
+    (``maxsquare-match-minent``); lines: the source model and the ``none`` control on the same
+    seeds. Notebook ``04_adaptation``.
+
+    Args:
+        table: :func:`summarize_runs` table of the main benchmark.
+        methods: the swept losses.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no sweep runs.
+    """
+    sweeps = {m: _sweep_runs(table, m) for m in methods}
+    if not any(sweeps.values()):
+        names = ", ".join(f"{m}-lambda<v>" for m in methods)
+        raise MissingEvidence(f"no λ-sweep runs ({names}) in {benchmark}")
+    seeds = sorted({s for runs in sweeps.values() for e in runs.values() for s in e["seeds"]})
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(7.6, 4.4))
+        lambdas: set[float] = set()
+        for method, marker in zip(methods, ("s", "o", "^", "v")):
+            points = []
+            for name, e in list(sweeps[method].items()) + ([(method, table[method])] if method in table else []):
+                lam, value = e["lambda_target"], _mean(_seed_values(e, seeds=seeds).values())
+                if isinstance(lam, (int, float)) and value is not None:
+                    points.append((float(lam), 100 * value))
+            if points:
+                x, y = zip(*sorted(points))
+                lambdas.update(x)
+                ax.plot(x, y, marker=marker, ms=7 if marker == "s" else 5,
+                        color=METHOD_COLORS.get(method, "#999999"), label=_label(method))
+        match = table.get("maxsquare-match-minent")
+        if match is not None and isinstance(match["lambda_target"], (int, float)):
+            value = _mean(_seed_values(match, seeds=seeds).values()) or match["miou_mean"]
+            if value is not None:
+                lambdas.add(float(match["lambda_target"]))
+                ax.scatter([match["lambda_target"]], [100 * value], marker="*", s=160, zorder=5,
+                           color=METHOD_COLORS["maxsquare"], edgecolor="black", linewidths=0.6,
+                           label=f"MaxSquare at MinEnt's gradient norm (λ_T={match['lambda_target']:.3g})")
+        source = _mean(v for s, v in source_on_target(table).items() if s in seeds)
+        if source is not None:
+            ax.axhline(100 * source, color=METHOD_COLORS["source"], ls="--", lw=1, label="source model")
+        if "none" in table:
+            none = _mean(_seed_values(table["none"], seeds=seeds).values())
+            if none is not None:
+                ax.axhline(100 * none, color=METHOD_COLORS["none"], ls=":", lw=1.5, label="none (BN only)")
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(lambdas))
+        ax.set_xticklabels([f"{v:.3g}" for v in sorted(lambdas)])
+        ax.minorticks_off()
+        ax.set_xlabel("λ_T (weight of the target loss)")
+        ax.set_ylabel("target val mIoU (%)")
+        ax.set_title(f"{benchmark}: λ_T sweep, {_seed_text(seeds)}")
+        ax.legend(frameon=False, fontsize=7.5, loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def selection_rules_figure(table: Mapping[str, dict], methods: Sequence[str] = ("source",) + ADAPT_METHODS,
+                           benchmark: str = "minicity") -> Figure:
+    """Which evaluation is reported: last iteration, best on target val, or the label-free choice.
+
+    "Best on target val" uses the target labels (the paper's protocol); the label-free choice takes
+    the evaluation with the lowest mean prediction entropy. Means over seeds. Notebook
+    ``05_evaluation``.
+
+    Args:
+        table: :func:`summarize_runs` table.
+        methods: groups (``source`` = the source run).
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no run with these evaluations.
+    """
+    rows = []
+    for m in methods:
+        entry = _source_entry(table) if m == "source" else table.get(m)
+        if entry is not None:
+            rows.append((m, entry))
+    if not rows:
+        raise MissingEvidence(f"none of {list(methods)} in {benchmark}")
+    rules = (("miou", "last iteration"), ("best_on_target_val", "best on target val (uses labels)"),
+             ("label_free_choice", "label-free (lowest entropy)"))
+    seeds = sorted({s for _, e in rows for s in e["seeds"]})
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(9.5, 4.2))
+        width = 0.26
+        for k, (key, text) in enumerate(rules):
+            for i, (name, entry) in enumerate(rows):
+                _bar_with_seeds(ax, i + (k - 1) * width, _seed_values(entry, key), _SELECTION_COLORS[k],
+                                width=width, label=text if i == 0 else None, fontsize=6.5)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([_label(n) for n, _ in rows], rotation=20, ha="right")
+        ax.set_ylabel("target val mIoU (%)")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.22)
+        ax.set_title(f"{benchmark}: selection rules, mean over {_seed_text(seeds)}")
+        ax.legend(frameon=False, fontsize=8, loc="upper center", ncol=3)
+        fig.tight_layout()
+    return fig
+
+
+def bn_mode_figure(table: Mapping[str, dict], benchmark: str = "minicity") -> Figure:
+    """MaxSquare with BatchNorm in train mode (the authors') vs frozen, beside ``none`` and source.
+
+    All bars use the seeds of the ``maxsquare-bn-frozen`` run. Notebook ``04_adaptation``.
+
+    Args:
+        table: :func:`summarize_runs` table.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no ``maxsquare-bn-frozen`` run.
+    """
+    frozen = table.get("maxsquare-bn-frozen")
+    if frozen is None:
+        raise MissingEvidence(f"no maxsquare-bn-frozen run in {benchmark}")
+    seeds = sorted(frozen["seeds"])
+    source = {s: v for s, v in source_on_target(table).items() if s in seeds}
+    bars = [("source model", METHOD_COLORS["source"], source)]
+    if "none" in table:
+        bars.append(("none (BN train,\nno target loss)", METHOD_COLORS["none"],
+                     _seed_values(table["none"], seeds=seeds)))
+    if "maxsquare" in table:
+        bars.append(("MaxSquare\n(BN train, authors)", METHOD_COLORS["maxsquare"],
+                     _seed_values(table["maxsquare"], seeds=seeds)))
+    bars.append(("MaxSquare\n(BN frozen)", "#f4a6a6", _seed_values(frozen)))
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for i, (_, color, values) in enumerate(bars):
+            _bar_with_seeds(ax, i, values, color)
+        ax.set_xticks(range(len(bars)))
+        ax.set_xticklabels([b[0] for b in bars], fontsize=8)
+        ax.set_ylabel("target val mIoU (%)")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+        ax.set_title(f"{benchmark}: BatchNorm during adaptation, {_seed_text(seeds)}")
+        fig.tight_layout()
+    return fig
+
+
+def cross_city_values(tables_by_city: Mapping[str, Mapping[str, dict]]
+                      ) -> dict[str, dict[str, dict[int, float]]]:
+    """Per city: source model, MaxSquare and MaxSquare+IW target mIoU per seed.
+
+    The source model's value per city is the adaptation runs' ``before`` (the shared source model
+    evaluated on that city); the source run's own evaluation is used where no adaptation run exists.
+
+    Args:
+        tables_by_city: city -> :func:`summarize_runs` table of its benchmark.
+    Returns:
+        city -> {"source" | "maxsquare" | "maxsquare_iw": {seed: mIoU}}.
+    """
+    out = {}
+    for city, table in tables_by_city.items():
+        source: dict[int, float] = {}
+        for name in ("maxsquare", "maxsquare_iw"):
+            if name in table:
+                for s, r in table[name]["seeds"].items():
+                    if r.get("before_miou") is not None:
+                        source.setdefault(s, r["before_miou"])
+        if not source:
+            source = source_on_target(table)
+        out[city] = {"source": dict(sorted(source.items()))}
+        for name in ("maxsquare", "maxsquare_iw"):
+            out[city][name] = _seed_values(table[name]) if name in table else {}
+    return out
+
+
+def cross_city_figure(tables_by_city: Mapping[str, Mapping[str, dict]],
+                      paper: Mapping[str, Mapping[str, float]] | None = PAPER_NTHU) -> Figure:
+    """Cityscapes→NTHU protocol per city: source / MaxSquare / MaxSquare+IW, beside the paper.
+
+    Notebook ``06_cross_city``.
+
+    Args:
+        tables_by_city: city -> :func:`summarize_runs` table (cities in display order).
+        paper: the paper's numbers per city; None: one panel.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no city.
+    """
+    if not tables_by_city:
+        raise MissingEvidence("no cross-city benchmarks (<prefix>_nthu_<city>)")
+    values = cross_city_values(tables_by_city)
+    cities = list(values)
+    names = ("source", "maxsquare", "maxsquare_iw")
+    seeds = sorted({s for v in values.values() for per in v.values() for s in per})
+    with figure_style():
+        panels = 2 if paper else 1
+        fig, axes = plt.subplots(1, panels, figsize=(5.8 * panels, 4.2), squeeze=False)
+        width = 0.27
+        ax = axes[0, 0]
+        for k, name in enumerate(names):
+            for i, city in enumerate(cities):
+                _bar_with_seeds(ax, i + (k - 1) * width, values[city][name], METHOD_COLORS[name], width=width,
+                                label=_label(name) if i == 0 else None, fontsize=6.5)
+        ax.set_title(f"here: MiniCity city variants, {_seed_text(seeds)}")
+        if paper:
+            ax_p = axes[0, 1]
+            for k, name in enumerate(names):
+                xs = [i + (k - 1) * width for i, c in enumerate(cities) if c in paper]
+                ys = [paper[c][name] for c in cities if c in paper]
+                ax_p.bar(xs, ys, width=width, color=METHOD_COLORS[name], edgecolor="black", linewidth=0.5,
+                         label=_label(name), zorder=2)
+                for x, y in zip(xs, ys):
+                    ax_p.annotate(f"{y:.1f}", (x, y), xytext=(0, 3), textcoords="offset points",
+                                  ha="center", fontsize=6.5)
+            ax_p.set_title("paper: Cityscapes→NTHU")
+            fig.text(0.5, 0.01, f"Paper: {PAPER_CITATION}. Here: the source model is shared by the four "
+                     "cities; each city's source value is that model evaluated on the city.",
+                     ha="center", fontsize=7.5, color="#444444")
+        for ax in axes[0]:
+            ax.set_xticks(range(len(cities)))
+            ax.set_xticklabels(cities)
+            ax.set_ylabel("target mIoU, 13 classes (%)")
+            ax.set_ylim(0, ax.get_ylim()[1] * 1.2)
+            ax.legend(frameon=False, fontsize=7.5, loc="upper center", ncol=3)
+        fig.tight_layout(rect=(0, 0.04 if paper else 0, 1, 1))
+    return fig
+
+
+def flip_figure(table: Mapping[str, dict], methods: Sequence[str] = ("source",) + ADAPT_METHODS,
+                benchmark: str = "minicity") -> Figure:
+    """Target val mIoU without vs with flip ensembling (``last`` vs ``last_flip``), per method.
+
+    Notebook ``05_evaluation``.
+
+    Args:
+        table: :func:`summarize_runs` table.
+        methods: groups (``source`` = the source run).
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no run has a flip evaluation.
+    """
+    rows = []
+    for m in methods:
+        entry = _source_entry(table) if m == "source" else table.get(m)
+        if entry is not None and _seed_values(entry, "miou_flip"):
+            rows.append((m, entry))
+    if not rows:
+        raise MissingEvidence(f"no flip evaluations (last_flip) in {benchmark}")
+    seeds = sorted({s for _, e in rows for s in e["seeds"]})
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(8.6, 4.0))
+        width = 0.38
+        for i, (name, entry) in enumerate(rows):
+            color = METHOD_COLORS.get(name, "#999999")
+            _bar_with_seeds(ax, i - width / 2, _seed_values(entry, "miou"), color, width=width,
+                            label="no flip" if i == 0 else None, fontsize=6.5)
+            _bar_with_seeds(ax, i + width / 2, _seed_values(entry, "miou_flip"), color, width=width,
+                            hatch="///", label="flip (mean of the softmaxes)" if i == 0 else None, fontsize=6.5)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([_label(n) for n, _ in rows], rotation=20, ha="right")
+        ax.set_ylabel("target val mIoU (%)")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.22)
+        ax.set_title(f"{benchmark}: flip ensembling, last iteration, {_seed_text(seeds)}")
+        ax.legend(frameon=False, fontsize=8, loc="upper center", ncol=2)
+        fig.tight_layout()
+    return fig
+
+
+def binary_gradient_curves(p: np.ndarray | Sequence[float]) -> dict[str, np.ndarray]:
+    """Per-pixel gradients of entropy and MaxSquare for a binary prediction, by autograd.
+
+    The curves come from the library's losses (:func:`maxsq_lib.losses.entropy`,
+    :func:`maxsq_lib.losses.max_square` with ``faithful=False``) on 2-class logits, multiplied by
+    ``B·C`` to undo their mean, so they are the per-pixel losses ``H(p) = −p log p − (1−p) log(1−p)``
+    and ``−(p² + (1−p)²)/2``. W.r.t. the probability: logits ``(log p, log(1−p))`` (softmax gives
+    back ``(p, 1−p)`` exactly), analytically ``log((1−p)/p)`` and ``−(2p−1)``. W.r.t. the logit:
+    logits ``(z, 0)`` with ``p = sigmoid(z)``; the chain rule multiplies by ``p(1−p)``. Notebook
+    ``03_gradient_analysis``.
+
+    Args:
+        p: probabilities of class 0, strictly inside (0, 1).
+    Shape:
+        (N,) -> each entry (N,).
+    Returns:
+        ``p``, ``entropy_dp``, ``maxsquare_dp``, ``entropy_dz``, ``maxsquare_dz`` (signed, float64).
+    """
+    import torch
+
+    from .losses import entropy, max_square
+
+    p_np = np.asarray(p, dtype=np.float64).reshape(-1)
+    if p_np.size == 0 or not np.all((p_np > 0) & (p_np < 1)):
+        raise ValueError("p: expected probabilities strictly between 0 and 1")
+    n = p_np.size
+    out = {"p": p_np}
+    for name, loss in (("entropy", entropy), ("maxsquare", lambda x: max_square(x, faithful=False))):
+        prob = torch.tensor(p_np, dtype=torch.float64, requires_grad=True)
+        logits = torch.stack([prob.log(), (1 - prob).log()], dim=1).reshape(n, 2, 1, 1)
+        (grad_p,) = torch.autograd.grad(loss(logits) * (n * 2), prob)
+        z = torch.tensor(np.log(p_np / (1 - p_np)), dtype=torch.float64, requires_grad=True)
+        logits = torch.stack([z, torch.zeros_like(z)], dim=1).reshape(n, 2, 1, 1)
+        (grad_z,) = torch.autograd.grad(loss(logits) * (n * 2), z)
+        out[f"{name}_dp"] = grad_p.detach().numpy()
+        out[f"{name}_dz"] = grad_z.detach().numpy()
+    return out
+
+
+def gradient_curves_figure(p: np.ndarray | None = None) -> Figure:
+    """|∂L/∂p| and |∂L/∂z| of entropy and MaxSquare for a binary prediction (two panels).
+
+    W.r.t. the probability the entropy gradient grows without bound as p → 1 while MaxSquare's
+    grows linearly (the paper's argument); w.r.t. the logit both vanish at p = 0.5 and p = 1 and
+    the entropy's peaks at moderate confidence. Notebook ``03_gradient_analysis``.
+
+    Args:
+        p: probabilities of the predicted class (default: 0.5 … 0.995).
+    Returns:
+        the figure.
+    """
+    p = np.linspace(0.5, 0.995, 199) if p is None else np.asarray(p, dtype=np.float64)
+    curves = binary_gradient_curves(p)
+    styles = (("entropy", "entropy (MinEnt)", METHOD_COLORS["minent"]),
+              ("maxsquare", "MaxSquare", METHOD_COLORS["maxsquare"]))
+    with figure_style():
+        fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
+        for key, text, color in styles:
+            axes[0].plot(p, np.abs(curves[f"{key}_dp"]), color=color, lw=1.8, label=text)
+            axes[1].plot(p, np.abs(curves[f"{key}_dz"]), color=color, lw=1.8, label=text)
+        axes[0].set_title("w.r.t. the probability: |∂L/∂p|")
+        axes[1].set_title("w.r.t. the logit: |∂L/∂z| = |∂L/∂p|·p(1−p)")
+        for ax in axes:
+            ax.set_xlabel("p, probability of the predicted class (binary)")
+            ax.set_xlim(0.5, 1.0)
+            ax.set_ylim(bottom=0)
+            ax.legend(frameon=False)
+        axes[0].set_ylabel("gradient magnitude per pixel")
+        fig.suptitle("Gradients of the per-pixel losses, by autograd on maxsq_lib.losses", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ data figures
+
+def _course_config(profile: str, benchmark: str, method: str | None, runs_root, data_root, seed: int = 0):
+    """The run config of a course run, without augmentation (figures must be deterministic)."""
+    from . import course
+    from .config import ConfigError
+
+    try:
+        return course.config_for(profile, benchmark, method, runs_root=str(runs_root), data_root=data_root,
+                                 seed=seed, device="cpu", overrides={"data": {"augment": False}})
+    except ConfigError as exc:
+        raise MissingEvidence(f"no configuration for {profile}/{benchmark}: {exc}") from exc
+
+
+def _data_config(profile: str, benchmark: str, runs_root, data_root):
+    cfg = _course_config(profile, benchmark, None, runs_root, data_root)
+    if not Path(cfg.data.root).is_dir():
+        raise MissingEvidence(f"no data under {cfg.data.root}")
+    return cfg
+
+
+def data_figures(profile: str, benchmark: str, data_root: str | None = None,
+                 runs_root: str | os.PathLike = "runs") -> tuple[Figure, Figure]:
+    """The class-frequency figure and the sample grid of a benchmark's source train and target val.
+
+    Uses :func:`maxsq_lib.data.stats.class_frequency_figure` (first :data:`FREQUENCY_LIMIT` images
+    per domain) and :func:`~maxsq_lib.data.stats.sample_grid` (items
+    :data:`QUALITATIVE_INDICES`, no augmentation). Notebook ``01_data``.
+
+    Args:
+        profile: the profile (its config names the datasets and sizes).
+        benchmark: the benchmark (source and target datasets).
+        data_root: dataset root (None: the profile's).
+        runs_root: the runs folder (only part of the resolved config).
+    Returns:
+        (class frequency figure, sample grid).
+    Raises:
+        MissingEvidence: the data root does not exist or a dataset cannot be read.
+    """
+    from . import course
+    from .data.stats import class_frequencies, class_frequency_figure, sample_grid
+    from .labels import class_set_for
+
+    cfg = _data_config(profile, benchmark, runs_root, data_root)
+    try:
+        source, target = course.dataset(cfg, "source"), course.dataset(cfg, "val")
+        cs = class_set_for(cfg.data.num_classes)
+        names = (f"source: {cfg.data.source} train", f"target: {cfg.data.target} val")
+        freqs = {}
+        for name, ds in zip(names, (source, target)):
+            used = min(FREQUENCY_LIMIT, len(ds))
+            counted = f"all {used}" if used == len(ds) else f"first {used} of {len(ds)}"
+            freqs[f"{name} ({counted} images)"] = class_frequencies(ds, cs.num_classes, limit=FREQUENCY_LIMIT)
+        freq_fig = class_frequency_figure(freqs, cs, title=f"Class frequencies, {benchmark}")
+        grid = sample_grid({names[0]: source, names[1]: target}, n=len(QUALITATIVE_INDICES), class_set=cs,
+                           indices={n: [i for i in QUALITATIVE_INDICES if i < len(d)]
+                                    for n, d in zip(names, (source, target))})
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise MissingEvidence(f"cannot read the data of {benchmark}: {exc}") from exc
+    return freq_fig, grid
+
+
+def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
+                       data_root: str | None = None, methods: Sequence[str] = ADAPT_METHODS[1:],
+                       indices: Sequence[int] = QUALITATIVE_INDICES, seed: int = 0) -> Figure:
+    """Target val images × (image, label, source model, each method), final checkpoints, CPU.
+
+    Notebook ``05_evaluation``.
+
+    Args:
+        profile: the profile.
+        benchmark: the main benchmark.
+        runs_root: the runs folder.
+        data_root: dataset root (None: the profile's).
+        methods: adaptation runs to show (those with a ``final.pt`` are drawn).
+        indices: target val items.
+        seed: which seed's models.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no data, no source checkpoint, or no method checkpoint.
+    """
+    import torch
+
+    from . import course
+    from .engine.trainer import run_dir_for
+    from .labels import class_set_for
+
+    cfg = _data_config(profile, benchmark, runs_root, data_root)
+    columns: list[tuple[str, object]] = []
+    for name in ("source",) + tuple(methods):
+        stage = "source" if name == "source" else "adapt"
+        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root,
+                                 data_root, seed)
+        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
+            columns.append((name, run_cfg))
+    if not columns or columns[0][0] != "source":
+        raise MissingEvidence(f"no source checkpoint (final.pt) of seed {seed} in {benchmark}")
+    if len(columns) == 1:
+        raise MissingEvidence(f"no adaptation checkpoints (final.pt) of seed {seed} in {benchmark}")
+    try:
+        val = course.dataset(cfg, "val")
+        chosen = [i for i in indices if i < len(val)]
+        images, labels, names = course.batch(val, chosen)
+        preds = {}
+        with torch.no_grad():
+            for name, run_cfg in columns:
+                model = course.load_run_model(run_cfg, "source" if name == "source" else "adapt",
+                                              which="final", device="cpu")
+                preds[name] = course.predict(model, images, "cpu")["pred"]
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        raise MissingEvidence(f"cannot predict with the checkpoints of {benchmark}: {exc}") from exc
+    cs = class_set_for(cfg.data.num_classes)
+    ncols = 2 + len(columns)
+    with figure_style():
+        fig, axes = plt.subplots(len(chosen), ncols, figsize=(1.75 * ncols, 1.0 * len(chosen) + 1.3),
+                                 squeeze=False)
+        for r in range(len(chosen)):
+            axes[r, 0].imshow(denormalize_bgr(images[r].numpy()))
+            axes[r, 0].set_xticks([])
+            axes[r, 0].set_yticks([])
+            axes[r, 0].set_ylabel(f"val {chosen[r]}", fontsize=7)
+            label_panel(axes[r, 1], labels[r].numpy(), cs)
+            for c, (name, _) in enumerate(columns):
+                label_panel(axes[r, 2 + c], preds[name][r], cs)
+        for c, title in enumerate(["image", "label"] + [_label(n) for n, _ in columns]):
+            axes[0, c].set_title(title, fontsize=8)
+        fig.legend(handles=legend_handles(cs), loc="lower center", ncol=min(cs.num_classes, 10),
+                   frameon=False, fontsize=7, handlelength=1.0, columnspacing=0.8)
+        fig.suptitle(f"{benchmark}: target val predictions, seed {seed}, final checkpoints", fontsize=9)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+# ------------------------------------------------------------------------------------ results.md
+
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _provenance_lines(course: CourseRuns) -> list[str]:
+    all_runs = [m for runs in course.by_benchmark.values() for m in runs]
+    prov = [m.get("provenance") or {} for m in all_runs]
+    dates = sorted({str(p["date"]) for p in prov if p.get("date")})
+    commits = sorted({str(p["commit"]) for p in prov if p.get("commit")})
+    torch_versions = sorted({str(p["torch"]) for p in prov if p.get("torch")})
+    lib_versions = sorted({str(p["maxsq_lib"]) for p in prov if p.get("maxsq_lib")})
+    iterations: dict[str, set[int]] = {}
+    for m in all_runs:
+        if m.get("iterations") is not None:
+            iterations.setdefault(str(m.get("stage")), set()).add(int(m["iterations"]))
+    lines = [f"- profile: `{course.profile}`"]
+    for b, table in course.tables.items():
+        seeds = sorted({s for e in table.values() for s in e["seeds"]})
+        lines.append(f"- `{b}`: {len(table)} runs, seeds {', '.join(map(str, seeds))}")
+    lines.append(f"- run dates (from the runs' provenance): {', '.join(dates) or 'not recorded'}")
+    lines.append(f"- commits: {', '.join(f'`{c}`' for c in commits) or 'not recorded'}"
+                 + (f"; maxsq_lib {', '.join(lib_versions)}" if lib_versions else "")
+                 + (f"; torch {', '.join(torch_versions)}" if torch_versions else ""))
+    for stage in sorted(iterations):
+        lines.append(f"- iterations, {stage} stage: {', '.join(map(str, sorted(iterations[stage])))}")
+    return lines
+
+
+def paper_tables_markdown() -> str:
+    """The paper's tables (GTA5/SYNTHIA→Cityscapes and Cityscapes→NTHU) as markdown, cited."""
+    order = ("source",) + ADAPT_METHODS[1:]
+    head = "| benchmark (metric) | " + " | ".join(_label(m) for m in order) + " |"
+    rows = [head, "|" + "---|" * (len(order) + 1)]
+    for name, table in (("GTA5→Cityscapes (mIoU-19)", PAPER_GTA5_CITYSCAPES),
+                        ("SYNTHIA→Cityscapes (mIoU-16)", PAPER_SYNTHIA_16),
+                        ("SYNTHIA→Cityscapes (mIoU*-13)", PAPER_SYNTHIA_13)):
+        rows.append(f"| {name} | " + " | ".join(f"{table[m]:.1f}" for m in order) + " |")
+    rows += ["", "| Cityscapes→NTHU (mIoU-13) | source only | MaxSquare | MaxSquare+IW |", "|---|---|---|---|"]
+    for city in CITIES:
+        v = PAPER_NTHU[city]
+        rows.append(f"| {city} | {v['source']:.1f} | {v['maxsquare']:.1f} | {v['maxsquare_iw']:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def _beside_paper_markdown(course: CourseRuns) -> list[str]:
+    lines = ["## Beside the paper", "",
+             f"The paper's numbers ({PAPER_CITATION}; the SYNTHIA rows from that README before "
+             "2019-07-25, whose MinEnt rows are the authors' own MinEnt runs). They are, most likely, the "
+             "best of ten per-epoch evaluations on the target val set (selection with target labels), "
+             "with flip ensembling for the Multi rows; our 'best on val' column is the comparable "
+             "selection, 'last' the honest one.", "", paper_tables_markdown()]
+    if course.main is None:
+        return lines
+    table = course.tables[course.main]
+    source = source_on_target(table)
+    rows = ["| method | paper mIoU | paper gain | here mIoU | here gain (paired) |", "|---|---|---|---|---|",
+            f"| source only | {PAPER_GTA5_CITYSCAPES['source']:.1f} | – | {_pm(list(source.values()))} | – |"]
+    for m in _present(table, ADAPT_METHODS):
+        paper = PAPER_GTA5_CITYSCAPES.get(m)
+        ptext = "–" if paper is None else f"{paper:.1f}"
+        gtext = "–" if paper is None else f"{paper - PAPER_GTA5_CITYSCAPES['source']:+.1f}"
+        rows.append(f"| {_label(m)} | {ptext} | {gtext} | {_pm(list(_seed_values(table[m]).values()))} | "
+                    f"{_pm(list(_gains(table, m).values()), signed=True)} |")
+    lines += [f"GTA5→Cityscapes (paper) beside `{course.main}` (here), mIoU %, mean ± std over seeds:", ""]
+    lines += rows + [""]
+    return lines
+
+
+def _noise_tolerance(table: Mapping[str, dict]) -> tuple[float, str]:
+    """Threshold under which a difference is called level: the larger seed std of MinEnt and
+    MaxSquare when there are several seeds, else 0.5 points."""
+    stds = [table[m]["miou_std"] for m in ("minent", "maxsquare") if m in table and table[m]["miou_std"] is not None]
+    if stds:
+        return max(stds), "the larger std over seeds of MinEnt and MaxSquare"
+    return 0.005, "a fixed 0.5 points: one seed gives no std"
+
+
+def _matching_reference(runs: Sequence[dict], table: Mapping[str, dict]) -> tuple[float | None, float | None]:
+    """(MinEnt's λ_T the matched run refers to, MaxSquare/MinEnt initial gradient-norm ratio).
+
+    From the matched runs' ``lambda_matching`` record (λ = λ_ref·|g_ref|/|g|); else λ_ref from the
+    MinEnt run and the ratio λ_ref/λ.
+    """
+    ratios, refs = [], []
+    for m in runs:
+        info = m.get("lambda_matching") or {}
+        if (m["run"] == "maxsquare-match-minent" and info.get("gradient_norm")
+                and info.get("reference_gradient_norm")):
+            ratio = info["gradient_norm"] / info["reference_gradient_norm"]
+            ratios.append(ratio)
+            refs.append(m["lambda_target"] * ratio)
+    if ratios:
+        return _mean(refs), _mean(ratios)
+    ref, lam = table["minent"]["lambda_target"], table["maxsquare-match-minent"]["lambda_target"]
+    if isinstance(ref, (int, float)) and isinstance(lam, (int, float)) and lam > 0:
+        return float(ref), float(ref) / float(lam)
+    return None, None
+
+
+def _compare(diff: float, tol: float) -> str:
+    return "ahead of" if diff > tol else "behind" if diff < -tol else "level with"
+
+
+def _evidence_overview(name: str, table: Mapping[str, dict]) -> list[str]:
+    """Seeds, the domain gap and the paired gains of the main methods."""
+    out = []
+    present = _present(table, ADAPT_METHODS)
+    seeds = sorted({s for m in present for s in table[m]["seeds"]})
+    if seeds:
+        out.append(f"Main table `{name}`: {_seed_text(seeds)}"
+                   + ("; with one seed there is no estimate of seed noise." if len(seeds) == 1 else "."))
+    source, src = source_on_target(table), _source_entry(table)
+    if source and src is not None and src["source_val_miou_mean"] is not None:
+        s_mean = _mean(source.values())
+        out.append(f"The source model reaches {_pts(s_mean)} mIoU on target val vs "
+                   f"{_pts(src['source_val_miou_mean'])} on source val: a domain gap of "
+                   f"{_pts(src['source_val_miou_mean'] - s_mean)} points.")
+    if present:
+        gains = ", ".join(f"{_label(m)} {_pm(list(_gains(table, m).values()), signed=True)}" for m in present)
+        out.append(f"Paired gains over the source model (points, mean ± std over seeds): {gains}.")
+    return out
+
+
+def _evidence_methods(table: Mapping[str, dict]) -> list[str]:
+    """MaxSquare vs MinEnt, vs the BatchNorm-only control, the paper's order, IW and Multi."""
+    out = []
+    diffs = list(_paired_difference(table, "maxsquare", "minent").values())
+    if diffs:
+        ahead = sum(v > 0 for v in diffs)
+        verdict = ("one seed, so this is not evidence of a difference" if len(diffs) == 1 else
+                   "ahead on every seed" if ahead == len(diffs) else
+                   "behind on every seed" if ahead == 0 else "mixed across seeds")
+        out.append(f"At the paper's λ_T, MaxSquare − MinEnt (paired per seed) is {_pm(diffs, signed=True)} "
+                   f"points; MaxSquare is ahead on {ahead} of {len(diffs)} seed(s) ({verdict}).")
+    g_none, g_ms = _mean(_gains(table, "none").values()), _mean(_gains(table, "maxsquare").values())
+    if g_none is not None and g_ms is not None:
+        tail = (f"so on these runs the MaxSquare loss adds nothing beyond what target batches do through "
+                f"BatchNorm ({_pts(g_ms - g_none, True)} points)" if g_ms <= g_none else
+                f"so the MaxSquare loss adds {_pts(g_ms - g_none, True)} points beyond the BatchNorm effect")
+        out.append(f"The control without a target loss ('none': target images only move the BatchNorm "
+                   f"statistics) gains {_pts(g_none, True)}; MaxSquare gains {_pts(g_ms, True)}, {tail}.")
+    order = [m for m in ADAPT_METHODS[1:] if m in table]
+    if len(order) >= 2:
+        means = [table[m]["miou_mean"] for m in order]
+        holds = all(a is not None and b is not None and a < b for a, b in zip(means, means[1:]))
+        out.append(f"The paper's order ({' < '.join(_label(m) for m in order)}) "
+                   f"{'holds' if holds else 'does not hold'} for the means here "
+                   f"({', '.join(f'{_label(m)} {_pts(v)}' for m, v in zip(order, means))}).")
+    for step, a, b in (("IW", "maxsquare", "maxsquare_iw"), ("Multi", "maxsquare_iw", "maxsquare_iw_multi")):
+        diffs = list(_paired_difference(table, b, a).values())
+        if diffs:
+            paper_step = PAPER_GTA5_CITYSCAPES[b] - PAPER_GTA5_CITYSCAPES[a]
+            out.append(f"Adding {step} ({_label(a)} → {_label(b)}) changes mIoU by {_pm(diffs, signed=True)} "
+                       f"points, paired (the paper: {paper_step:+.1f}).")
+    return out
+
+
+def _evidence_lambda(table: Mapping[str, dict], runs: Sequence[dict], tol: float, tol_text: str) -> list[str]:
+    """The λ_T sweep and the matched-gradient run (is it the shape or the size of the gradient?)."""
+    out = []
+    sweep_seeds = sorted({s for m in ("minent", "maxsquare") for e in _sweep_runs(table, m).values()
+                          for s in e["seeds"]})
+    best: dict[str, tuple[float, float]] = {}
+    for m in ("minent", "maxsquare"):
+        entries = list(_sweep_runs(table, m).values()) + ([table[m]] if m in table else [])
+        points = {float(e["lambda_target"]): v for e in entries if isinstance(e["lambda_target"], (int, float))
+                  and (v := _mean(_seed_values(e, seeds=sweep_seeds).values())) is not None}
+        if len(points) > 1:
+            lam = max(sorted(points), key=lambda k: points[k])
+            best[m] = (lam, points[lam])
+    if best:
+        parts = [f"{_label(m)} is best at λ_T = {lam:.3g} ({_pts(v)})" for m, (lam, v) in best.items()]
+        sentence = f"In the λ_T sweep on {_seed_text(sweep_seeds)}, {' and '.join(parts)}."
+        plain = table.get("maxsquare")
+        plain_value = _mean(_seed_values(plain, seeds=sweep_seeds).values()) if plain else None
+        if "minent" in best and plain_value is not None and isinstance(plain["lambda_target"], (int, float)):
+            diff = best["minent"][1] - plain_value
+            sentence += (f" MinEnt at its best λ_T is {_compare(diff, tol)} MaxSquare at the paper's λ_T = "
+                         f"{plain['lambda_target']:.3g} ({_pts(diff, True)} points), so "
+                         + ("a comparison at one shared λ_T depends on that choice." if diff >= -tol else
+                            "MaxSquare at the paper's λ_T beats MinEnt at every λ_T tried."))
+        out.append(sentence)
+    match = table.get("maxsquare-match-minent")
+    if match is None or "minent" not in table:
+        return out
+    mseeds = sorted(match["seeds"])
+    ms = _mean(_seed_values(match).values())
+    me = _mean(_seed_values(table["minent"], seeds=mseeds).values())
+    if ms is None or me is None:
+        return out
+    diff, lam = ms - me, match["lambda_target"]
+    lam_text = f"{lam:.3g}" if isinstance(lam, (int, float)) else str(lam)
+    verdict = {"ahead of": "MaxSquare keeps an edge at equal gradient size here, so its advantage is not only "
+                           "a smaller gradient",
+               "behind": "at equal gradient size MaxSquare falls behind MinEnt here, so its edge at equal λ_T "
+                         "comes from the gradient's size rather than its shape",
+               "level with": "at equal gradient size the two losses are not distinguishable here, so an edge at "
+                             "equal λ_T cannot be credited to the gradient's shape"}[_compare(diff, tol)]
+    ref, ratio = _matching_reference(runs, table)
+    ref_text = f"{ref:.3g}" if ref is not None else "its λ_T"
+    ratio_text = "" if ratio is None else f"; at equal λ_T, MaxSquare's initial gradient is {ratio:.2f}× MinEnt's"
+    out.append(f"At matched initial gradient norm (MaxSquare λ_T = {lam_text}, whose target gradient w.r.t. the "
+               f"logits equals MinEnt's at λ_T = {ref_text}{ratio_text}), MaxSquare reaches {_pts(ms)} vs MinEnt "
+               f"{_pts(me)} on {_seed_text(mseeds)}: a difference of {_pts(diff, True)} points against a "
+               f"tolerance of {_pts(tol)} ({tol_text}); {verdict}.")
+    return out
+
+
+def _evidence_protocol(table: Mapping[str, dict], tol: float) -> list[str]:
+    """BatchNorm mode, checkpoint selection and flip ensembling."""
+    out = []
+    frozen = table.get("maxsquare-bn-frozen")
+    if frozen is not None and "maxsquare" in table:
+        fseeds = sorted(frozen["seeds"])
+        f_mean = _mean(_seed_values(frozen).values())
+        t_mean = _mean(_seed_values(table["maxsquare"], seeds=fseeds).values())
+        if f_mean is not None and t_mean is not None:
+            out.append(f"MaxSquare with BatchNorm frozen reaches {_pts(f_mean)} vs {_pts(t_mean)} with BatchNorm "
+                       f"in train mode on {_seed_text(fseeds)}: frozen is {_compare(f_mean - t_mean, tol)} train "
+                       f"mode (tolerance {_pts(tol)} points).")
+    rows = [r for m in _present(table, ADAPT_METHODS) for r in table[m]["seeds"].values()]
+
+    def gap(key: str) -> float | None:
+        return _mean(r[key] - r["miou"] for r in rows if r[key] is not None)
+
+    best_gap, free_gap, flip_gap = gap("best_on_target_val"), gap("label_free_choice"), gap("miou_flip")
+    if best_gap is not None:
+        out.append(f"Selecting the best evaluation with target labels (the paper's protocol) adds "
+                   f"{_pts(best_gap, True)} points over the last iteration on average over the methods"
+                   + (f"; the label-free choice (lowest mean entropy) changes it by {_pts(free_gap, True)}."
+                      if free_gap is not None else "."))
+    if flip_gap is not None:
+        out.append(f"Flip ensembling changes the last-iteration mIoU by {_pts(flip_gap, True)} points on "
+                   "average over the methods.")
+    return out
+
+
+def _evidence_rare_classes(table: Mapping[str, dict], runs: Sequence[dict]) -> list[str]:
+    """Mean per-class IoU change on the classes rarer than :data:`RARE_SHARE`."""
+    share = _class_target_share(runs)
+    if share is None:
+        return []
+    classes = next(iter(table.values()))["class_names"]
+    rare = [c for c, s in zip(classes, share) if s < RARE_SHARE]
+    parts = []
+    for m in _present(table, ADAPT_METHODS[1:]) if rare else []:
+        change = _mean(per_class_gains(runs, m).get(c) for c in rare)
+        if change is not None:
+            parts.append(f"{_label(m)} {_pts(change, True)}")
+    if not parts:
+        return []
+    return [f"On the rare classes ({', '.join(rare)}: each under {100 * RARE_SHARE:.0f} % of the target val "
+            f"pixels) the mean per-class IoU change is: {', '.join(parts)}."]
+
+
+def _evidence_cross_city(course: CourseRuns) -> list[str]:
+    values = cross_city_values({c: course.tables[b] for c, b in course.cities.items()})
+    wins_ms = wins_iw = n = 0
+    gains = []
+    for v in values.values():
+        s, ms, iw = (_mean(v[k].values()) for k in ("source", "maxsquare", "maxsquare_iw"))
+        if s is not None and ms is not None:
+            n += 1
+            wins_ms += ms > s
+            gains.append(ms - s)
+            wins_iw += iw is not None and iw > ms
+    if not n:
+        return []
+    return [f"Cross-city (13 classes): MaxSquare beats the source model in {wins_ms} of {n} cities (mean gain "
+            f"{_pts(_mean(gains), True)} points) and +IW beats MaxSquare in {wins_iw} of {n} (the paper: 4 of 4 "
+            "for both)."]
+
+
+def evidence_sentences(course: CourseRuns) -> list[str]:
+    """Conclusions computed from the numbers, phrased conditionally (results.md's last section).
+
+    Args:
+        course: the loaded runs.
+    Returns:
+        sentences (markdown bullets without the bullet).
+    """
+    out: list[str] = []
+    if course.profile == "smoke":
+        out.append("These are `smoke` runs (a few iterations on tiny data): they check the pipeline; "
+                   "their numbers say nothing about the methods.")
+    if course.main is not None:
+        table, runs = course.tables[course.main], course.by_benchmark[course.main]
+        tol, tol_text = _noise_tolerance(table)
+        out += _evidence_overview(course.main, table)
+        out += _evidence_methods(table)
+        out += _evidence_lambda(table, runs, tol, tol_text)
+        out += _evidence_protocol(table, tol)
+        out += _evidence_rare_classes(table, runs)
+    if course.cities:
+        out += _evidence_cross_city(course)
+    return out
+
+
+def results_markdown(course: CourseRuns, notes: Mapping[str, str | None]) -> str:
+    """The text of ``results.md`` (see :func:`regenerate`).
+
+    Args:
+        course: the loaded runs.
+        notes: figure file name -> None when written, else why it was skipped.
+    Returns:
+        markdown.
+    """
+    where = _display_path(course.runs_root / course.profile)
+    lines = ["# Results", "",
+             f"Generated by `maxsq figures` from `{where}` (the metrics.json of every finished run); "
+             "do not edit by hand: regenerate it. mIoU in percent on the target val set.", ""]
+    lines += _provenance_lines(course) + ["", "## Tables", ""]
+    for benchmark, table in course.tables.items():
+        lines.append(markdown_tables(benchmark, table))
+    lines += _beside_paper_markdown(course)
+    lines += ["## Figures", ""]
+    for name, text in FIGURES.items():
+        reason = notes.get(name)
+        lines.append(f"- `{name}`: {text}" if reason is None else f"- `{name}`: skipped ({reason}).")
+    lines += ["", "## What the evidence here supports", ""]
+    lines += [f"- {s}" for s in evidence_sentences(course)] or ["- No adaptation runs to compare."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------ regenerate
+
+def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data_root: str | None = None,
+               out_dir: str | os.PathLike = "figures") -> list[Path]:
+    """Rebuild every course figure and ``results.md`` from the runs of a profile.
+
+    Figures whose runs, data or checkpoints are missing are skipped with a note in
+    ``results.md``; only the files named in :data:`FIGURES` and ``results.md`` are written in
+    ``out_dir`` (atomically), nothing is deleted. Same runs → identical bytes.
+
+    Args:
+        runs_root: the runs folder.
+        profile: the profile whose runs to read.
+        data_root: dataset root for the data and qualitative figures (None: the profile's).
+        out_dir: output folder.
+    Returns:
+        the written paths (figures in :data:`FIGURES` order, then ``results.md``).
+    Raises:
+        FileNotFoundError: no finished run under ``<runs_root>/<profile>/``.
+    """
+    course = load_course_runs(runs_root, profile)
+    out = Path(out_dir)
+    main = course.main
+    table = course.tables.get(main) if main else None
+    runs = course.by_benchmark.get(main, []) if main else []
+    paper = PAPER_SYNTHIA_16 if main == "synthia_cityscapes" else PAPER_GTA5_CITYSCAPES
+    paper_name = "SYNTHIA→Cityscapes" if main == "synthia_cityscapes" else "GTA5→Cityscapes"
+
+    def needs_main(build: Callable[[], Figure]) -> Callable[[], Figure]:
+        def wrapped() -> Figure:
+            if table is None:
+                raise MissingEvidence("no main-table benchmark (e.g. minicity) among the runs")
+            return build()
+        return wrapped
+
+    data_cache: dict[str, tuple[Figure, Figure]] = {}
+
+    def data_figure(which: int) -> Callable[[], Figure]:
+        def build() -> Figure:
+            if "figs" not in data_cache:
+                data_cache["figs"] = data_figures(profile, main, data_root, runs_root)
+            return data_cache["figs"][which]
+        return needs_main(build)
+
+    builders: dict[str, Callable[[], Figure]] = {
+        "results_minicity.png": needs_main(lambda: results_figure(table, paper, main, paper_name)),
+        "per_class_gain.png": needs_main(lambda: per_class_gain_figure(runs, benchmark=main)),
+        "training_curves.png": needs_main(lambda: training_curves_figure(runs, 0, benchmark=main)),
+        "lambda_sweep.png": needs_main(lambda: lambda_sweep_figure(table, benchmark=main)),
+        "selection_rules.png": needs_main(lambda: selection_rules_figure(table, benchmark=main)),
+        "bn_mode.png": needs_main(lambda: bn_mode_figure(table, benchmark=main)),
+        "cross_city.png": lambda: cross_city_figure({c: course.tables[b] for c, b in course.cities.items()}),
+        "flip.png": needs_main(lambda: flip_figure(table, benchmark=main)),
+        "gradient_curves.png": gradient_curves_figure,
+        "class_frequencies.png": data_figure(0),
+        "sample_grid.png": data_figure(1),
+        "qualitative.png": needs_main(lambda: qualitative_figure(profile, main, runs_root, data_root)),
+    }
+    written: list[Path] = []
+    notes: dict[str, str | None] = {}
+    for name in FIGURES:
+        try:
+            fig = builders[name]()
+        except MissingEvidence as exc:
+            notes[name] = str(exc)
+            continue
+        written.append(save_figure(fig, out / name))
+        notes[name] = None
+    for fig in data_cache.get("figs", ()):
+        plt.close(fig)
+    written.append(_write_text_atomic(out / "results.md", results_markdown(course, notes)))
+    return written
