@@ -11,8 +11,8 @@ the folder is touched.
 
 Each figure has its own function returning the matplotlib figure, so a notebook shows exactly the
 course figure (``05_evaluation``: :func:`results_figure`, :func:`per_class_gain_figure`,
-:func:`selection_rules_figure`, :func:`flip_figure`, :func:`qualitative_figure`; ``04_adaptation``:
-:func:`training_curves_figure`, :func:`lambda_sweep_figure`, :func:`bn_mode_figure`;
+:func:`selection_rules_figure`, :func:`flip_figure`, :func:`qualitative_figure`,
+:func:`lambda_sweep_figure`, :func:`bn_mode_figure`; ``04_adaptation``: :func:`training_curves_figure`;
 ``03_gradient_analysis``: :func:`gradient_curves_figure`; ``06_cross_city``:
 :func:`cross_city_figure`). Tables are from :mod:`maxsq_lib.engine.summary`.
 
@@ -271,8 +271,10 @@ def _present(table: Mapping[str, dict], names: Sequence[str]) -> list[str]:
 
 
 def _sweep_runs(table: Mapping[str, dict], method: str) -> dict[str, dict]:
-    """The λ-sweep runs ``<method>-lambda<v>`` of a benchmark."""
-    return {n: e for n, e in table.items() if n.startswith(f"{method}-lambda")}
+    """The λ-sweep runs ``<method>-lambda<v>`` of a benchmark (exactly that name: variants such
+    as ``maxsquare-lambda1-bnf`` are other studies)."""
+    pattern = re.compile(rf"{re.escape(method)}-lambda[0-9.]+(e-?[0-9]+)?")
+    return {n: e for n, e in table.items() if pattern.fullmatch(n)}
 
 
 def _bar_with_seeds(ax, x: float, per_seed: Mapping[int, float], color: str, width: float = 0.7,
@@ -537,7 +539,7 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
     Points: the sweep runs ``<method>-lambda<v>`` and the plain run at its λ (0.1), averaged over
     the sweep's seeds; a star: MaxSquare at MinEnt's initial gradient norm
     (``maxsquare-match-minent``); lines: the source model and the ``none`` control on the same
-    seeds. Notebook ``04_adaptation``.
+    seeds. Notebook ``05_evaluation``.
 
     Args:
         table: :func:`summarize_runs` table of the main benchmark.
@@ -641,7 +643,7 @@ def selection_rules_figure(table: Mapping[str, dict], methods: Sequence[str] = (
 def bn_mode_figure(table: Mapping[str, dict], benchmark: str = "minicity") -> Figure:
     """MaxSquare with BatchNorm in train mode (the authors') vs frozen, beside ``none`` and source.
 
-    All bars use the seeds of the ``maxsquare-bn-frozen`` run. Notebook ``04_adaptation``.
+    All bars use the seeds of the ``maxsquare-bn-frozen`` run. Notebook ``05_evaluation``.
 
     Args:
         table: :func:`summarize_runs` table.
