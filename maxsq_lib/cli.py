@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["minent", "maxsquare", "maxsquare_iw", "hard"],
                     help="set λ_T so that the initial logit-gradient norm equals this method's "
                          "at the same λ_T")
+    ad.add_argument("--match-gradient-lambda", type=float, default=None, metavar="λ_REF",
+                    help="the reference method's λ for --match-gradient-to (default: λ_T)")
     ad.add_argument("--source-checkpoint", "--pretrained_ckpt_file", dest="source_checkpoint",
                     default=None, help="start from this checkpoint (ours or the authors') instead "
                                        "of this profile's source run")
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--sweep-methods", nargs="+", default=["minent", "maxsquare"])
     rp.add_argument("--match-gradient", action="store_true",
                     help="study: MaxSquare at MinEnt's initial logit-gradient norm")
+    rp.add_argument("--match-lambda", type=float, default=None,
+                    help="MinEnt's λ for --match-gradient (default: the profile's λ_T)")
     rp.add_argument("--bn-frozen", action="store_true",
                     help="study: MaxSquare with BatchNorm frozen during adaptation")
     rp.add_argument("--no-progress", action="store_true")
@@ -213,6 +217,7 @@ def resolve_from_args(args, method: str | None = None):
     for flag, key in (("lambda_target", "lambda_target"), ("iw_ratio", "iw_ratio"),
                       ("threshold", "threshold"), ("lambda_seg", "lambda_seg"),
                       ("bn_mode", "bn_mode"), ("match_gradient_to", "match_gradient_to"),
+                      ("match_gradient_lambda", "match_gradient_lambda"),
                       ("source_checkpoint", "source_checkpoint")):
         value = getattr(args, flag, None)
         if value is not None:

@@ -107,6 +107,7 @@ class AdaptConfig:
     bn_mode: str = "train"
     source_checkpoint: str | None = None
     match_gradient_to: str | None = None
+    match_gradient_lambda: float | None = None
     match_gradient_batches: int = 8
     optim: OptimConfig = field(default_factory=OptimConfig)
 

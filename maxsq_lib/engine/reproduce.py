@@ -6,7 +6,7 @@ that was faster than one run with two threads. Studies (first seed only):
 
 - ``--lambda-sweep 0.003 0.01 ...`` for ``--sweep-methods`` (tag ``lambda<value>``);
 - ``--match-gradient`` : MaxSquare with λ set so its initial logit-gradient norm equals
-  MinEnt's at the paper's λ (tag ``match-minent``);
+  MinEnt's at ``--match-lambda`` (default: the profile's λ_T) (tag ``match-minent``);
 - ``--bn-frozen`` : MaxSquare with BatchNorm frozen during adaptation (tag ``bn-frozen``).
 """
 
@@ -68,7 +68,10 @@ def plan_jobs(args) -> list[Job]:
         for method in getattr(args, "sweep_methods", None) or ["minent", "maxsquare"]:
             studies.append((method, f"lambda{value:g}", ["--lambda-target", f"{value:g}"]))
     if getattr(args, "match_gradient", False):
-        studies.append(("maxsquare", "match-minent", ["--match-gradient-to", "minent"]))
+        extra = ["--match-gradient-to", "minent"]
+        if getattr(args, "match_lambda", None) is not None:
+            extra += ["--match-gradient-lambda", f"{args.match_lambda:g}"]
+        studies.append(("maxsquare", "match-minent", extra))
     if getattr(args, "bn_frozen", False):
         studies.append(("maxsquare", "bn-frozen", ["--bn-mode", "frozen"]))
     for method, tag, extra in studies:

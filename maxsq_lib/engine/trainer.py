@@ -214,20 +214,24 @@ def matched_lambda(model, target_dataset, cfg, device) -> dict:
     """λ_T for ``cfg.adapt.method`` that matches the reference method's logit-gradient norm.
 
     The norm of ∂L/∂logits of each unweighted loss is measured on the source model's predictions
-    for the first ``match_gradient_batches`` target batches; λ = λ_ref · |g_ref| / |g_method|.
+    for the first ``match_gradient_batches`` target batches; λ = λ_ref · |g_ref| / |g_method|,
+    where λ_ref is ``match_gradient_lambda`` (default: ``lambda_target``), the reference's λ.
 
     Returns:
-        ``{"lambda_target", "reference", "gradient_norm", "reference_gradient_norm"}``.
+        ``{"lambda_target", "reference", "reference_lambda", "gradient_norm",
+        "reference_gradient_norm"}``.
     """
     a = cfg.adapt
+    reference_lambda = a.match_gradient_lambda if a.match_gradient_lambda is not None else a.lambda_target
     this = strategy_from_config(a)
-    ref = make_strategy(a.match_gradient_to, lambda_target=a.lambda_target, lambda_seg=a.lambda_seg,
+    ref = make_strategy(a.match_gradient_to, lambda_target=reference_lambda, lambda_seg=a.lambda_seg,
                         threshold=a.threshold, iw_ratio=a.iw_ratio, faithful_scale=a.faithful_scale)
     pairs = _target_logits(model, target_dataset, cfg, device, a.match_gradient_batches)
     g_this = float(sum(logit_gradient_norm(this, m, x) for m, x in pairs) / len(pairs))
     g_ref = float(sum(logit_gradient_norm(ref, m, x) for m, x in pairs) / len(pairs))
-    return {"lambda_target": a.lambda_target * g_ref / g_this, "reference": a.match_gradient_to,
-            "gradient_norm": g_this, "reference_gradient_norm": g_ref}
+    return {"lambda_target": reference_lambda * g_ref / g_this, "reference": a.match_gradient_to,
+            "reference_lambda": reference_lambda, "gradient_norm": g_this,
+            "reference_gradient_norm": g_ref}
 
 
 # ----------------------------------------------------------------------------------- the loop
