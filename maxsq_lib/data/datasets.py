@@ -397,6 +397,20 @@ class SegmentationDataset(Dataset):
             )
         return samples
 
+    def _numbered_sample(self, entry: str, line_no: int, digits: int, image_dir: str,
+                         label_dir: str) -> Sample:
+        """A list entry that is a non-negative integer id, zero-padded to ``digits`` in the file
+        names ``<image_dir>/<id>.png`` and ``<label_dir>/<id>.png`` (GTA5, SYNTHIA)."""
+        try:
+            number = int(entry)
+        except ValueError:
+            raise self._bad_entry(entry, line_no, "not an integer id") from None
+        if number < 0:
+            raise self._bad_entry(entry, line_no, "negative id")
+        stem = f"{number:0{digits}d}"
+        return Sample(stem, self.dataset_dir / image_dir / f"{stem}.png",
+                      self.dataset_dir / label_dir / f"{stem}.png", self.list_file, line_no, entry)
+
     def _bad_entry(self, entry: str, line_no: int, why: str) -> DatasetError:
         return DatasetError(
             f"bad entry at {self.list_file}:{line_no} ({entry!r}): {why}; "
@@ -545,17 +559,7 @@ class GTA5(SegmentationDataset):
     )
 
     def sample_from_entry(self, entry: str, line_no: int) -> Sample:
-        try:
-            number = int(entry)
-        except ValueError:
-            raise self._bad_entry(entry, line_no, "not an integer id") from None
-        if number < 0:
-            raise self._bad_entry(entry, line_no, "negative id")
-        stem = f"{number:05d}"
-        return Sample(
-            stem, self.dataset_dir / "images" / f"{stem}.png", self.dataset_dir / "labels" / f"{stem}.png",
-            self.list_file, line_no, entry,
-        )
+        return self._numbered_sample(entry, line_no, 5, "images", "labels")
 
     def disk_pairs(self):
         return _pair(_stem_map(self.dataset_dir / "images", "*.png"), _stem_map(self.dataset_dir / "labels", "*.png"))
@@ -582,17 +586,7 @@ class SYNTHIA(SegmentationDataset):
     )
 
     def sample_from_entry(self, entry: str, line_no: int) -> Sample:
-        try:
-            number = int(entry)
-        except ValueError:
-            raise self._bad_entry(entry, line_no, "not an integer id") from None
-        if number < 0:
-            raise self._bad_entry(entry, line_no, "negative id")
-        stem = f"{number:07d}"
-        return Sample(
-            stem, self.dataset_dir / "RGB" / f"{stem}.png", self.dataset_dir / "GT" / "LABELS" / f"{stem}.png",
-            self.list_file, line_no, entry,
-        )
+        return self._numbered_sample(entry, line_no, 7, "RGB", "GT/LABELS")
 
     def disk_pairs(self):
         return _pair(
