@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     fg.add_argument("--runs", default="runs")
     fg.add_argument("--data-root", dest="data_root", default=None)
-    fg.add_argument("--out", default="figures", help="output folder (default: figures/)")
+    fg.add_argument("--out", default=None,
+                    help="output folder (default: figures/ for cpu, <runs>/<profile>/figures else)")
     sm = sub.add_parser("summary", help="results table of the finished runs of a profile")
     sm.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     sm.add_argument("--runs", default="runs")
@@ -330,10 +331,12 @@ def _cmd_course(args) -> int:
 
 
 def _cmd_figures(args) -> int:
+    from .course_runner import default_figures_dir
     from .figures import regenerate
 
+    out = args.out or default_figures_dir(args.profile, args.runs)
     written = regenerate(runs_root=args.runs, profile=args.profile, data_root=args.data_root,
-                         out_dir=args.out)
+                         out_dir=out)
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -98,6 +98,12 @@ def plan_course_jobs(profile: str, runs: str, data_root: str | None, seeds: list
     return jobs
 
 
+def default_figures_dir(profile: str, runs: str) -> str:
+    """``figures/`` (committed) for the cpu profile; ``<runs>/<profile>/figures`` otherwise, so a
+    smoke or GPU run never overwrites the course's committed figures."""
+    return "figures" if profile == "cpu" else str(Path(runs) / profile / "figures")
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
 
@@ -192,8 +198,9 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     if figures:
         from .figures import regenerate
 
-        written = regenerate(runs_root=runs, profile=profile, data_root=data_root)
-        log(f"[figures] {len(written)} files in figures/")
+        out = default_figures_dir(profile, runs)
+        written = regenerate(runs_root=runs, profile=profile, data_root=data_root, out_dir=out)
+        log(f"[figures] {len(written)} files in {out}/")
     timings["summary+figures"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     (Path(runs) / profile).mkdir(parents=True, exist_ok=True)
