@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     sm.add_argument("--runs", default="runs")
     sm.add_argument("--benchmark", default=None)
+    for p in (ts, ad, co):  # maxsq_lib.dryrun: check inputs and print the plan, run nothing
+        p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
+                       "run folders this would need, print configs and commands; exit 1 if missing")
+        p.add_argument("--verbose", action="store_true", help="with --dry-run: full resolved configs")
     return parser
 
 
@@ -224,7 +228,10 @@ def resolve_from_args(args, method: str | None = None):
         if value is not None:
             extra.setdefault("adapt", {})[key] = value
     if getattr(args, "iterations", None) is not None:
-        extra.setdefault("adapt" if method else "source", {})["iterations"] = args.iterations
+        stage = "adapt" if method else "source"
+        base = C.resolve(args.profile, getattr(args, "benchmark", None), method)
+        horizon = max(getattr(base, stage).schedule_horizon, args.iterations)
+        extra.setdefault(stage, {}).update(iterations=args.iterations, schedule_horizon=horizon)
     if getattr(args, "multi", None) is not None:
         extra.setdefault("source", {})["multi"] = args.multi
     init = getattr(args, "init_checkpoint", None)
@@ -233,11 +240,7 @@ def resolve_from_args(args, method: str | None = None):
     if getattr(args, "tag", None):
         extra["tag"] = args.tag
     C.deep_update(overrides, extra)
-    cfg = C.resolve(args.profile, getattr(args, "benchmark", None), method, overrides)
-    # a schedule horizon shorter than the iterations asked for is stretched, not an error
-    for stage in (cfg.source, cfg.adapt):
-        stage.schedule_horizon = max(stage.schedule_horizon, stage.iterations)
-    return cfg
+    return C.resolve(args.profile, getattr(args, "benchmark", None), method, overrides)
 
 
 def _cmd_prepare(args) -> int:
@@ -285,6 +288,10 @@ def _cmd_data(args) -> int:
 
 
 def _cmd_train(args, stage: str) -> int:
+    if getattr(args, "dry_run", False):
+        from .dryrun import dry_run_command
+
+        return dry_run_command(args, "train-source" if stage == "source" else "adapt")
     from .engine import train
 
     method = args.method if stage == "adapt" else None
@@ -322,6 +329,10 @@ def _cmd_summary(args) -> int:
 
 
 def _cmd_course(args) -> int:
+    if getattr(args, "dry_run", False):
+        from .dryrun import dry_run_command
+
+        return dry_run_command(args, "course")
     from .course_runner import run_course
 
     run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,

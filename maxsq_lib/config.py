@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
 """Target-loss strategies of the adaptation stage (``none`` = target batches through BN only)."""
@@ -276,7 +277,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_SafeLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

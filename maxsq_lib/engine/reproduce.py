@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import is_finished
+from .runs import is_finished, source_run_dir
 
 
 @dataclass
@@ -50,18 +50,32 @@ def plan_jobs(args) -> list[Job]:
             out += ["--set", o]
         return out
 
-    def run_dir(seed: int, method: str | None, extra: list[str]) -> Path:
-        ns = _namespace(args, seed, method, extra)
-        cfg = resolve_from_args(ns, method)
-        return run_dir_for(cfg, "source" if method is None else "adapt")
+    def resolved(seed: int, method: str | None, extra: list[str]):
+        return resolve_from_args(_namespace(args, seed, method, extra), method)
 
     jobs: list[Job] = []
+    sources: dict[Path, Job] = {}
+
+    def source_for(seed: int, cfg) -> Path:
+        """The source run an adaptation starts from; planned once (a Multi method needs the
+        source model that also trained the aux head, ``source_multi``)."""
+        folder = source_run_dir(cfg)
+        if folder not in sources:
+            argv = ["train-source", *common(seed)] + (["--multi", "true"] if cfg.source.multi else [])
+            sources[folder] = Job(f"{folder.parent.name} seed{seed}", argv, folder)
+            jobs.append(sources[folder])
+        return folder
+
+    def adapt_job(seed: int, method: str, name: str, extra: list[str]) -> None:
+        cfg = resolved(seed, method, extra)
+        src = source_for(seed, cfg)
+        jobs.append(Job(f"{name} seed{seed}", ["adapt", "--method", method, *extra, *common(seed)],
+                        run_dir_for(cfg, "adapt"), after=[src]))
+
     for seed in args.seeds:
-        src = Job(f"source seed{seed}", ["train-source", *common(seed)], run_dir(seed, None, []))
-        jobs.append(src)
+        source_for(seed, resolved(seed, None, []))
         for method in args.methods:
-            jobs.append(Job(f"{method} seed{seed}", ["adapt", "--method", method, *common(seed)],
-                            run_dir(seed, method, []), after=[src.run_dir]))
+            adapt_job(seed, method, method, [])
     first = args.seeds[0]
     studies: list[tuple[str, str, list[str]]] = []
     for value in getattr(args, "lambda_sweep", None) or []:
@@ -75,10 +89,7 @@ def plan_jobs(args) -> list[Job]:
     if getattr(args, "bn_frozen", False):
         studies.append(("maxsquare", "bn-frozen", ["--bn-mode", "frozen"]))
     for method, tag, extra in studies:
-        argv = ["adapt", "--method", method, "--tag", tag, *extra, *common(first)]
-        jobs.append(Job(f"{method}-{tag} seed{first}", argv,
-                        run_dir(first, method, ["--tag", tag, *extra]),
-                        after=[run_dir(first, None, [])]))
+        adapt_job(first, method, f"{method}-{tag}", ["--tag", tag, *extra])
     return jobs
 
 

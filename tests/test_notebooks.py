@@ -1,0 +1,76 @@
+"""Every course notebook, executed end to end in the smoke profile through nbval (lax mode).
+
+The smoke data and every run the notebooks read are made first in a temporary folder (in-process,
+seconds each); then each notebook gets the smoke parameters injected by papermill
+(``prepare_only``) and runs under ``pytest --nbval-lax``, which fails on any cell error. Also
+checks that the stored notebooks carry no outputs and keep their ``parameters`` cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+EXPECTED = ["00_setup", "01_data", "02_source_pretraining", "03_gradient_analysis",
+            "04_adaptation", "05_evaluation", "06_cross_city", "07_explorer"]
+SMOKE_VARIANTS = {"04_adaptation": {"method": "maxsquare_iw_multi"}, "06_cross_city": {"city": "Rome"}}
+
+
+def test_the_course_has_every_notebook():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_are_stored_clean(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        f"{path.name} is stored with outputs"
+    tagged = [i for i, c in enumerate(code) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected exactly one cell tagged 'parameters'"
+    first = "".join(code[0]["source"])
+    assert "OMP_WAIT_POLICY" in first, f"{path.name}: the first code cell must set OMP_WAIT_POLICY"
+    params = "".join(code[tagged[0]]["source"])
+    for name in ("profile", "runs_root", "data_root", "seed", "device"):
+        assert f"{name} =" in params, f"{path.name}: parameter {name} missing"
+
+
+@pytest.fixture(scope="module")
+def smoke_course(tmp_path_factory):
+    """Smoke data and every run of the course, trained in-process."""
+    from data_prep.minicity import generate_minicity
+    from maxsq_lib.cli import main as maxsq
+    from maxsq_lib.course_runner import plan_course_jobs
+
+    base = tmp_path_factory.mktemp("course")
+    data, runs = base / "minicity-smoke", base / "runs"
+    generate_minicity(root=data, profile="smoke", seed=0, progress=False, workers=1)
+    for job in plan_course_jobs("smoke", str(runs), str(data), [0]):
+        assert maxsq(job.argv + ["--set", "threads=1"]) == 0, job.name
+    return base, data, runs
+
+
+@pytest.mark.slow
+def test_notebooks_run_in_the_smoke_profile(smoke_course):
+    import papermill as pm
+
+    base, data, runs = smoke_course
+    prepared = base / "notebooks"
+    prepared.mkdir()
+    for path in NOTEBOOKS:
+        params = {"profile": "smoke", "runs_root": str(runs), "data_root": str(data), "seed": 0,
+                  "seeds": [0], **SMOKE_VARIANTS.get(path.stem, {})}
+        pm.execute_notebook(str(path), str(prepared / path.name), parameters=params,
+                            prepare_only=True, kernel_name="python3", progress_bar=False)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    out = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                          "--rootdir", str(prepared), "--nbval-cell-timeout", "300", str(prepared)],
+                         capture_output=True, text=True, cwd=str(prepared), env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
