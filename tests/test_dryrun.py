@@ -94,7 +94,9 @@ def test_course_dry_run_on_an_empty_folder_lists_every_missing_path(tmp_path):
     # the course runs in the project root: its relative paths are checked there
     brought = (ROOT / INIT).is_file()  # a developer's own copy of the init file
     assert brought or f"✘ init checkpoint: {INIT}" in out
-    assert f"Result: {14 - brought} required item(s) missing (exit code 1)" in out
+    assert f"Result: {13 - brought} required item(s) missing (exit code 1)" in out
+    # the Multi row starts from the source model that also trained the aux head: planned, not missing
+    assert "○ source checkpoint: " in out and "source_multi/seed0/final.pt" in out
     # the missing list at the end names the required paths, not SYNTHIA (the course skips it)
     summary = out.split("Result:")[1]
     assert f"{data}/GTA5/list/train.txt" in summary and "SYNTHIA" not in summary
@@ -173,10 +175,10 @@ def test_fabricated_gta5_layout_is_complete_for_source_training(paper_layout):
     source = ckpts["runs/paper/gta5_cityscapes/source/seed0/final.pt"]
     assert source.status == "planned" and "source seed0" in source.detail
     assert "maxsquare seed0" in source.used_by and "maxsquare_iw_multi seed0" not in source.used_by
-    # the Multi row starts from the multi-level source model, which no course job trains
+    # the Multi row starts from the multi-level source model, which the course trains first
     multi = ckpts["runs/paper/gta5_cityscapes/source_multi/seed0/final.pt"]
-    assert multi.status == "missing" and multi.used_by == ["maxsquare_iw_multi seed0"]
-    assert "--benchmark gta5_cityscapes --multi true" in multi.hint
+    assert multi.status == "planned" and multi.used_by == ["maxsquare_iw_multi seed0"]
+    assert "source_multi seed0" in multi.detail
     assert {r.state.status for r in gta.runs} == {"planned"}
     # the other benchmarks still lack their data
     synthia = statuses(benches["synthia_cityscapes"].data.values())
@@ -185,7 +187,7 @@ def test_fabricated_gta5_layout_is_complete_for_source_training(paper_layout):
     assert rome[f"{data}/NTHU_Datasets/Rome/list/test.txt"] == "missing"
     assert rome[f"{data}/Cityscapes/list/train.txt"] == "warn"
     missing = {i.path for i in report.missing}
-    assert str(multi.path) in missing and f"{data}/SYNTHIA/list/train.txt" not in missing
+    assert str(multi.path) not in missing and f"{data}/SYNTHIA/list/train.txt" not in missing
     assert not report.ok
     assert tree(base) == before
 
