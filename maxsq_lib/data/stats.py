@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..labels import ClassSet, class_set_for
-from ..viz import denormalize_bgr, figure_style, label_panel
+from ..viz import denormalize_bgr, figure_style, label_panel, legend_handles
 
 _DOMAIN_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 
@@ -103,7 +103,7 @@ def class_frequency_figure(freqs_by_domain: Mapping[str, np.ndarray], class_set:
         ax.set_ylabel("share of labelled pixels (%)")
         if log:
             ax.set_yscale("log")
-        ax.legend(frameon=False)
+        ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars
         ax.set_title(title or f"Class frequencies ({cs.name})")
         fig.tight_layout()
     return fig
@@ -152,10 +152,13 @@ def sample_grid(datasets: Mapping[str, object], n: int = 4, class_set: ClassSet 
                 ax_image.imshow(denormalize_bgr(np.asarray(image)))
                 ax_image.set_xticks([])
                 ax_image.set_yticks([])
-                ax_image.set_ylabel(str(name), fontsize=7)
+                # Cityscapes-style names are long: small enough that columns do not collide
+                ax_image.set_ylabel(str(name), fontsize=5)
                 label_panel(ax_label, np.asarray(label), cs)
                 if r == 0:
-                    ax_image.set_title(f"{domain}: image")
-                    ax_label.set_title(f"{domain}: label")
-        fig.tight_layout()
+                    ax_image.set_title(f"{domain}: image", fontsize=8)
+                    ax_label.set_title(f"{domain}: label", fontsize=8)
+        fig.legend(handles=legend_handles(cs), loc="lower center", ncol=min(10, cs.num_classes),
+                   frameon=False, fontsize=7)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
