@@ -30,8 +30,18 @@ course: venv
 test: venv
 	$(BIN)/python -m pytest
 
+# JupyterLab on the course with the project's kernel: JUPYTER_PATH puts this venv's `python3`
+# kernelspec (the notebooks' kernel) before any user-wide one; the token is made here so the URL
+# printed below is the one to open. `make lab LAB_PORT=8890` if 8888 is taken.
+LAB_PORT ?= 8888
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_hex(24))'); \
+	echo "JupyterLab: notebooks/ with the project's kernel (python3 = $(abspath $(BIN))/python)"; \
+	echo "Open http://127.0.0.1:$(LAB_PORT)/lab?token=$$token   (Ctrl-C twice to stop)"; \
+	JUPYTER_TOKEN=$$token JUPYTER_PATH="$(abspath $(VENV))/share/jupyter" PATH="$(abspath $(BIN)):$$PATH" \
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --port=$(LAB_PORT) \
+		--ServerApp.port_retries=0 --MappingKernelManager.default_kernel_name=python3 \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 figures: venv
 	$(BIN)/maxsq figures --profile $(PROFILE)
