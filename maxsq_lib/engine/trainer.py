@@ -346,6 +346,9 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
     if dist.is_main:
         config_mod.save(cfg, run_dir / "config.yaml")
 
+    bn_mode = cfg.adapt.bn_mode if stage == "adapt" else "train"
+    # before the optimizer and DDP, which both record the parameters that need gradients
+    _set_train_mode(model, bn_mode)
     optimizer = _build_optimizer(model, plan.optim)
     start, history, train_log, best, elapsed_before, before = 0, [], [], None, 0.0, None
     if resume and (run_dir / "last.pt").is_file():
@@ -379,7 +382,6 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
                                                     desc="eval before", **eval_kwargs))}
         log(f"before adaptation: target val mIoU {100 * before['miou']:.2f}")
 
-    bn_mode = cfg.adapt.bn_mode if stage == "adapt" else "train"
     _set_train_mode(train_model, bn_mode)
     sums = _RunningSums(device)
     t0 = time.perf_counter()
