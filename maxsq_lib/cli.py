@@ -333,11 +333,15 @@ def _cmd_course(args) -> int:
         from .dryrun import dry_run_command
 
         return dry_run_command(args, "course")
-    from .course_runner import run_course
+    from .course_runner import NotebookFailed, run_course
 
-    run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,
-               seeds=list(range(args.seeds)), jobs=args.jobs, device=args.device, only=args.only,
-               figures=not args.no_figures)
+    try:
+        run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,
+                   seeds=list(range(args.seeds)), jobs=args.jobs, device=args.device, only=args.only,
+                   figures=not args.no_figures)
+    except (NotebookFailed, RuntimeError) as exc:  # a failed notebook or training job, named
+        print(f"maxsq course: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -120,13 +120,23 @@ def execute_notebook(run: NotebookRun, out_dir: Path, parameters: dict, root: Pa
     out = out_dir / f"{run.output}.ipynb"
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    # The kernel process inherits our stderr; its start-up chatter goes to a log beside the output.
+    log_path = out_dir / f"{run.output}.kernel.log"
+    saved = os.dup(2)
     try:
-        pm.execute_notebook(str(src), str(out), parameters={**parameters, **run.parameters},
-                            cwd=str(root), kernel_name="python3", progress_bar=False,
-                            log_output=False, execution_timeout=timeout)
+        with open(log_path, "w") as log_file:
+            os.dup2(log_file.fileno(), 2)
+            try:
+                pm.execute_notebook(str(src), str(out), parameters={**parameters, **run.parameters},
+                                    cwd=str(root), kernel_name="python3", progress_bar=False,
+                                    log_output=False, execution_timeout=timeout)
+            finally:
+                os.dup2(saved, 2)
     except PapermillExecutionError as exc:
         raise NotebookFailed(f"{src.name} failed in cell {exc.exec_count} "
                              f"({exc.ename}: {exc.evalue}); executed copy: {out}") from None
+    finally:
+        os.close(saved)
     return time.perf_counter() - t0
 
 

@@ -360,14 +360,15 @@ def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None 
         ax_gain.set_xticklabels([_label(n) for n in gain_methods], rotation=25, ha="right")
         ax_gain.set_ylabel("gain over the source model (mIoU points)")
         low, high = ax_gain.get_ylim()
-        ax_gain.set_ylim(min(low, 0) - 0.5, high + 0.08 * (high - min(low, 0)) + 0.5)
+        # head room for the legend above the tallest bar and its label
+        ax_gain.set_ylim(min(low, 0) - 0.5, high + 0.30 * (high - min(low, 0)) + 0.5)
         ax_gain.set_title("Gain over source: the paper vs here")
         handles = [Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5,
                          label="here (paired on the seed)")]
         if paper_labelled:
             handles.insert(0, Patch(facecolor="white", edgecolor="#555555", hatch="///",
                                     label=f"paper ({paper_name})"))
-        ax_gain.legend(handles=handles, frameon=False, fontsize=8, loc="upper left")
+        ax_gain.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", ncol=2)
         if paper:
             fig.text(0.5, 0.01, f"Paper: {paper_name}, source {paper.get('source', float('nan')):.1f} mIoU "
                      f"({PAPER_CITATION}). Here: method − source model of the same seed.",
@@ -585,8 +586,13 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
             if none is not None:
                 ax.axhline(100 * none, color=METHOD_COLORS["none"], ls=":", lw=1.5, label="none (BN only)")
         ax.set_xscale("log")
-        ax.set_xticks(sorted(lambdas))
-        ax.set_xticklabels([f"{v:.3g}" for v in sorted(lambdas)])
+        # ticks at the swept values; the matched run's λ is in its legend entry (a tick of its own
+        # would collide with a nearby swept value)
+        ticks = sorted(lambdas - ({float(match["lambda_target"])} if match is not None and
+                                  isinstance(match["lambda_target"], (int, float)) else set()))
+        ax.set_xticks(ticks or sorted(lambdas))
+        ax.set_xticklabels([f"{v:.3g}" for v in (ticks or sorted(lambdas))])
+        ax.minorticks_off()
         ax.minorticks_off()
         ax.set_xlabel("λ_T (weight of the target loss)")
         ax.set_ylabel("target val mIoU (%)")
@@ -1114,6 +1120,17 @@ def _matching_reference(runs: Sequence[dict], table: Mapping[str, dict]) -> tupl
     return None, None
 
 
+def _minent_run_at(table: Mapping[str, dict], lam: float | None) -> str | None:
+    """The MinEnt run (plain or sweep) trained at λ_T = ``lam``."""
+    if lam is None:
+        return "minent" if "minent" in table else None
+    for name in ["minent", *_sweep_runs(table, "minent")]:
+        value = table.get(name, {}).get("lambda_target")
+        if isinstance(value, (int, float)) and abs(value - lam) <= 1e-3 * max(1.0, abs(lam)):
+            return name
+    return None
+
+
 def _compare(diff: float, tol: float) -> str:
     return "ahead of" if diff > tol else "behind" if diff < -tol else "level with"
 
@@ -1185,24 +1202,41 @@ def _evidence_lambda(table: Mapping[str, dict], runs: Sequence[dict], tol: float
         if len(points) > 1:
             lam = max(sorted(points), key=lambda k: points[k])
             best[m] = (lam, points[lam])
+    worst: dict[str, tuple[float, float]] = {}
+    for m in ("minent", "maxsquare"):
+        entries = list(_sweep_runs(table, m).values()) + ([table[m]] if m in table else [])
+        points = {float(e["lambda_target"]): v for e in entries if isinstance(e["lambda_target"], (int, float))
+                  and (v := _mean(_seed_values(e, seeds=sweep_seeds).values())) is not None}
+        if len(points) > 1:
+            lam = min(sorted(points), key=lambda k: points[k])
+            worst[m] = (lam, points[lam])
     if best:
-        parts = [f"{_label(m)} is best at λ_T = {lam:.3g} ({_pts(v)})" for m, (lam, v) in best.items()]
-        sentence = f"In the λ_T sweep on {_seed_text(sweep_seeds)}, {' and '.join(parts)}."
-        plain = table.get("maxsquare")
-        plain_value = _mean(_seed_values(plain, seeds=sweep_seeds).values()) if plain else None
-        if "minent" in best and plain_value is not None and isinstance(plain["lambda_target"], (int, float)):
-            diff = best["minent"][1] - plain_value
-            sentence += (f" MinEnt at its best λ_T is {_compare(diff, tol)} MaxSquare at the paper's λ_T = "
-                         f"{plain['lambda_target']:.3g} ({_pts(diff, True)} points), so "
-                         + ("a comparison at one shared λ_T depends on that choice." if diff >= -tol else
-                            "MaxSquare at the paper's λ_T beats MinEnt at every λ_T tried."))
+        parts = [f"{_label(m)} is best at λ_T = {lam:.3g} ({_pts(v)}) and lowest at λ_T = "
+                 f"{worst[m][0]:.3g} ({_pts(worst[m][1])})" for m, (lam, v) in best.items()]
+        sentence = f"In the λ_T sweep on {_seed_text(sweep_seeds)}, {'; '.join(parts)}."
+        if "minent" in best and "maxsquare" in best:
+            diff = best["maxsquare"][1] - best["minent"][1]
+            spread = {m: best[m][1] - worst[m][1] for m in ("minent", "maxsquare")}
+            sentence += (f" At its best λ_T MaxSquare is {_compare(diff, tol)} MinEnt at its best "
+                         f"({_pts(diff, True)} points); across the λ_T tried MinEnt varies by "
+                         f"{_pts(spread['minent'])} points and MaxSquare by {_pts(spread['maxsquare'])}, so "
+                         + ("MaxSquare is the less sensitive to λ_T here." if spread["maxsquare"] < spread["minent"] - tol
+                            else "MinEnt is the less sensitive to λ_T here."
+                            if spread["minent"] < spread["maxsquare"] - tol else
+                            "both are about equally sensitive to λ_T here."))
         out.append(sentence)
     match = table.get("maxsquare-match-minent")
     if match is None or "minent" not in table:
         return out
     mseeds = sorted(match["seeds"])
+    ref, ratio = _matching_reference(runs, table)
+    reference_run = _minent_run_at(table, ref)
+    if reference_run is None:
+        out.append(f"The matched-gradient MaxSquare run refers to MinEnt at λ_T = {ref:.3g}, which was not "
+                   "run: no comparison.")
+        return out
     ms = _mean(_seed_values(match).values())
-    me = _mean(_seed_values(table["minent"], seeds=mseeds).values())
+    me = _mean(_seed_values(table[reference_run], seeds=mseeds).values())
     if ms is None or me is None:
         return out
     diff, lam = ms - me, match["lambda_target"]
@@ -1213,7 +1247,6 @@ def _evidence_lambda(table: Mapping[str, dict], runs: Sequence[dict], tol: float
                          "comes from the gradient's size rather than its shape",
                "level with": "at equal gradient size the two losses are not distinguishable here, so an edge at "
                              "equal λ_T cannot be credited to the gradient's shape"}[_compare(diff, tol)]
-    ref, ratio = _matching_reference(runs, table)
     ref_text = f"{ref:.3g}" if ref is not None else "its λ_T"
     ratio_text = "" if ratio is None else f"; at equal λ_T, MaxSquare's initial gradient is {ratio:.2f}× MinEnt's"
     out.append(f"At matched initial gradient norm (MaxSquare λ_T = {lam_text}, whose target gradient w.r.t. the "
@@ -1260,14 +1293,18 @@ def _evidence_rare_classes(table: Mapping[str, dict], runs: Sequence[dict]) -> l
     classes = next(iter(table.values()))["class_names"]
     rare = [c for c, s in zip(classes, share) if s < RARE_SHARE]
     parts = []
-    for m in _present(table, ADAPT_METHODS[1:]) if rare else []:
-        change = _mean(per_class_gains(runs, m).get(c) for c in rare)
+    changes = {m: _mean(per_class_gains(runs, m).get(c) for c in rare)
+               for m in (_present(table, ADAPT_METHODS) if rare else [])}
+    for m, change in changes.items():
         if change is not None:
-            parts.append(f"{_label(m)} {_pts(change, True)}")
+            beyond = changes.get("none")
+            extra = (f" ({_pts(change - beyond, True)} beyond none)"
+                     if beyond is not None and m != "none" else "")
+            parts.append(f"{_label(m)} {_pts(change, True)}{extra}")
     if not parts:
         return []
     return [f"On the rare classes ({', '.join(rare)}: each under {100 * RARE_SHARE:.0f} % of the target val "
-            f"pixels) the mean per-class IoU change is: {', '.join(parts)}."]
+            f"pixels) the mean per-class IoU change over the source model is: {', '.join(parts)}."]
 
 
 def _evidence_cross_city(course: CourseRuns) -> list[str]:

@@ -118,8 +118,11 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
         RuntimeError naming the failed job and its log file.
     """
     pending = [j for j in jobs if not is_finished(j.run_dir)]
-    for j in jobs:
-        if j not in pending:
+    reused = [j for j in jobs if j not in pending]
+    if len(reused) > 3:
+        log(f"[reuse] {len(reused)} finished runs (e.g. {reused[0].run_dir})")
+    else:
+        for j in reused:
             log(f"[reuse] {j.name}: finished run in {j.run_dir}")
     running: dict[str, tuple[Job, subprocess.Popen, float, Path]] = {}
     seconds: dict[str, float] = {}
