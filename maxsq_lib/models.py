@@ -252,13 +252,22 @@ class DeepLabV2(nn.Module):
         """The two classifier heads: ``layer5`` (aux) and ``layer6`` (main) (optimiser group 1)."""
         return [getattr(self, name) for name in _HEAD_NAMES]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, with_aux: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits of both heads at the input size.
+
+        Args:
+            x: (B, 3, H, W) BGR mean-subtracted images.
+            with_aux: compute the aux head; ``False`` returns ``(main, None)`` and saves its cost
+                where no loss uses it (the engine's passes without multi-level guidance).
+        Returns:
+            ``(main, aux)`` logits, each (B, C, H, W).
+        """
         input_size = x.shape[-2:]
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
-        aux = self.layer5(x)
+        aux = upsample_logits(self.layer5(x), input_size) if with_aux else None
         main = self.layer6(self.layer4(x))
-        return upsample_logits(main, input_size), upsample_logits(aux, input_size)
+        return upsample_logits(main, input_size), aux
 
 
 def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -320,3 +320,12 @@ def test_channels_last_gives_the_same_output():
         main, aux = model(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(main, ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(aux, ref_aux, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_without_aux_head_gives_the_same_main_logits():
+    model = deeplabv2(num_classes=10, preset="minicity").eval()
+    x = torch.randn(2, 3, 32, 64, generator=torch.Generator().manual_seed(3))
+    main, aux = model(x)
+    main_only, none = model(x, with_aux=False)
+    assert none is None and aux.shape == main.shape
+    torch.testing.assert_close(main_only, main, rtol=0, atol=0)

@@ -50,11 +50,12 @@ class TargetStrategy:
     uses_aux: bool
     loss_fn: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]] | None
 
-    def __call__(self, main_logits: Tensor, aux_logits: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
+    def __call__(self, main_logits: Tensor, aux_logits: Tensor | None) -> tuple[Tensor | None, dict[str, Tensor]]:
         """Weighted target loss and detached values to log.
 
         Shape:
-            main_logits, aux_logits: (B, C, H, W) at input resolution.
+            main_logits, aux_logits: (B, C, H, W) at input resolution (aux may be ``None`` when
+            ``uses_aux`` is false: the engine then skips the aux head).
         Returns:
             (λ_T-weighted scalar loss or ``None``, ``{name: 0-d tensor}``).
         """
@@ -142,6 +143,6 @@ def logit_gradient_norm(strategy: TargetStrategy, main_logits: Tensor, aux_logit
         0-d tensor.
     """
     logits = main_logits.detach().float().requires_grad_(True)
-    loss = strategy.raw_loss(logits, aux_logits.detach().float())
+    loss = strategy.raw_loss(logits, None if aux_logits is None else aux_logits.detach().float())
     (grad,) = torch.autograd.grad(loss, logits)
     return grad.norm()

@@ -510,7 +510,7 @@ def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg
     labels = labels.to(device, non_blocking=True)
     logs = {}
     with _autocast(device, cfg.amp):
-        main, aux = model(images)
+        main, aux = model(images, with_aux=plan.source_aux)
         source_loss = losses.source_cross_entropy(main, labels)
         loss = source_loss
         if plan.source_aux:
@@ -526,7 +526,7 @@ def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg
         strategy = plan.strategy
         grad_ctx = torch.no_grad() if strategy.loss_fn is None else nullcontext()
         with grad_ctx, _autocast(device, cfg.amp):
-            t_main, t_aux = model(t_images)
+            t_main, t_aux = model(t_images, with_aux=strategy.uses_aux)
             t_loss, t_logs = strategy(t_main, t_aux)
         if t_loss is not None:
             t_loss.backward()
