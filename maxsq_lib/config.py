@@ -118,6 +118,8 @@ class EvalConfig:
     """Evaluation on the target val split (main head; global confusion matrix)."""
 
     every: int = 2_975
+    source_every: int | None = None
+    """Period of source pretraining (None: ``every``); its long curve needs fewer points."""
     flip: bool = False
     batch_size: int = 1
     full_resolution_labels: bool = False
@@ -165,6 +167,8 @@ class RunConfig:
             value = _get(self, name)
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.eval.source_every is not None and self.eval.source_every < 1:
+            raise ConfigError(f"eval.source_every must be >= 1 or null, got {self.eval.source_every}")
         for name in ("source", "adapt"):
             stage = getattr(self, name)
             if stage.schedule_horizon < stage.iterations:

@@ -2,9 +2,10 @@
 
 1. prepare the data (MiniCity for smoke/cpu/gpu; a check of the real datasets for paper);
 2. train every run the notebooks need, as parallel jobs (finished runs are reused);
-3. execute the notebooks in order with papermill into ``<runs>/<profile>/notebooks/``
+3. execute the notebooks with papermill into ``<runs>/<profile>/notebooks/``
    (``04_adaptation`` once per method, ``06_cross_city`` once per city), one progress line each,
-   stopping at the first failure with the notebook and the cell named;
+   stopping at the first failure with the notebook and the cell named; once training has filled
+   ``runs/`` they only load and plot, so they run ``jobs`` at a time;
 4. write ``<runs>/<profile>/summary.md`` and regenerate ``figures/`` (``maxsq figures``).
 
 The notebooks train-or-load, so step 2 is only a faster way to fill ``runs/`` (two one-thread
@@ -28,7 +29,7 @@ ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_mu
 """Methods of the main table (04_adaptation runs once per method)."""
 
 LAMBDA_SWEEP = (1.0, 3.0)
-"""λ_T values of the sweep, besides the paper's 0.1 (first seed only). On MiniCity's 200-iteration
+"""λ_T values of the sweep, besides the paper's 0.1 (first seed only). On MiniCity's 150-iteration
 schedule the paper's λ leaves every target loss within noise of the BatchNorm-only control; the
 larger values are where the losses' shapes start to matter (MinEnt collapses first)."""
 
@@ -140,6 +141,43 @@ def execute_notebook(run: NotebookRun, out_dir: Path, parameters: dict, root: Pa
     return time.perf_counter() - t0
 
 
+def _execute_in_worker(run: NotebookRun, out_dir: Path, parameters: dict, root: Path) -> float:
+    return execute_notebook(run, out_dir, parameters, root)
+
+
+def execute_notebooks(plan: list[NotebookRun], out_dir: Path, parameters: dict, root: Path,
+                      parallel: int = 1):
+    """Execute notebooks, ``parallel`` at once; yields ``(run, seconds)`` as each finishes.
+
+    With ``parallel > 1`` each notebook runs in its own worker process (each redirects its
+    kernel's stderr, which is process-wide). On the first failure the notebooks not yet started
+    are cancelled, the running ones finish, and the :class:`NotebookFailed` is raised.
+    """
+    if parallel <= 1 or len(plan) <= 1:
+        for run in plan:
+            yield run, execute_notebook(run, out_dir, parameters, root)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
+        futures = {pool.submit(_execute_in_worker, run, out_dir, parameters, root): run
+                   for run in plan}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: plan.index(futures[f])):
+                try:
+                    seconds = future.result()
+                except BaseException:
+                    for other in pending:
+                        other.cancel()
+                    raise
+                yield futures[future], seconds
+
+
 def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None = None,
                seeds: list[int] | None = None, jobs: int = 2, device: str | None = None,
                only: list[str] | None = None, skip_training: bool = False,
@@ -151,7 +189,8 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
         runs: runs folder.
         data_root: dataset root (default: the profile's).
         seeds: seeds of the main table (default ``[0]``).
-        jobs: parallel training processes (each one thread when > 1).
+        jobs: parallel training processes (each one thread when > 1), and notebooks
+            executed at once after training.
         device: override the profile's device.
         only: execute only these notebooks (names like ``04_adaptation``).
         skip_training: do not pre-train in parallel (the notebooks train-or-load).
@@ -192,10 +231,11 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
               "seeds": seeds, "seed": seeds[0]}
     if device:
         params["device"] = device
-    for nb in notebook_plan(profile):
-        if only and nb.notebook not in only:
-            continue
-        seconds = execute_notebook(nb, out_dir, params, root)
+    plan = [nb for nb in notebook_plan(profile) if not only or nb.notebook in only]
+    # Once every run exists the notebooks only load and plot, so they are independent; while
+    # runs may still be missing they train-or-load and must go in order (no two training one run).
+    parallel = jobs if not skip_training else 1
+    for nb, seconds in execute_notebooks(plan, out_dir, params, root, parallel=parallel):
         timings[f"notebook {nb.output}"] = seconds
         log(f"[notebook] {nb.output} ({seconds:.0f} s) -> {out_dir / (nb.output + '.ipynb')}")
 

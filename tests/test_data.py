@@ -416,6 +416,30 @@ def test_dataloader_worker_count_does_not_change_items(tmp_path):
         assert torch.equal(img0, img2) and torch.equal(lab0, lab2) and list(names0) == list(names2)
 
 
+def test_item_cache_returns_what_a_fresh_read_returns_and_cannot_be_corrupted(tmp_path):
+    make_gta5(tmp_path, ids=(1, 2, 3))
+    cached = GTA5(tmp_path, size=(6, 4), augment=True, seed=2)
+    uncached = GTA5(tmp_path, size=(6, 4), augment=True, seed=2, cache_bytes=0)
+    for epoch in range(3):
+        for ds in (cached, uncached):
+            ds.set_epoch(epoch)
+        for i in (0, 1, 2, 0):
+            a, b = cached[i], uncached[i]
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+            a[0].add_(1000.0)  # a caller writing into what it got...
+            a[1].fill_(-1)
+    assert len(cached._cache) == 3 and not uncached._cache
+    plain = GTA5(tmp_path, size=(6, 4), cache_bytes=0)
+    cached.augment = False
+    for i in range(3):  # ...changes nothing that is read later
+        assert torch.equal(cached[i][0], plain[i][0]) and torch.equal(cached[i][1], plain[i][1])
+    one_item = 6 * 4 * 3 + 6 * 4 * 8  # RGB bytes + int64 label
+    small = GTA5(tmp_path, size=(6, 4), cache_bytes=2 * one_item)
+    for i in range(3):
+        small[i]
+    assert sorted(small._cache) == [0, 1] and small._cached_bytes == 2 * one_item
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 

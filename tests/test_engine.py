@@ -88,6 +88,14 @@ def test_source_run_writes_its_outputs(source_run):
     assert cm.shape == (10, 10) and cm.sum() > 0
 
 
+def test_source_stage_has_its_own_evaluation_period(smoke_root, tmp_path):
+    cfg = smoke_cfg(smoke_root, tmp_path, eval={"every": 2, "source_every": 3})
+    m = train(cfg, "source", progress=False)
+    assert [e["iteration"] for e in m["history"]] == [3, 4]  # and always the last iteration
+    with pytest.raises(C.ConfigError, match="eval.source_every"):
+        smoke_cfg(smoke_root, tmp_path, eval={"source_every": 0})
+
+
 @pytest.mark.parametrize("method", ["none", "minent", "maxsquare", "maxsquare_iw",
                                     "maxsquare_iw_multi", "hard"])
 def test_each_strategy_adapts(source_run, smoke_root, method):

@@ -74,3 +74,33 @@ def test_notebooks_run_in_the_smoke_profile(smoke_course):
                           "--rootdir", str(prepared), "--nbval-cell-timeout", "300", str(prepared)],
                          capture_output=True, text=True, cwd=str(prepared), env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+
+
+def test_course_runner_executes_notebooks_in_parallel_and_names_a_failure(tmp_path):
+    import nbformat
+
+    from maxsq_lib.course_runner import NotebookFailed, NotebookRun, execute_notebooks
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    cells = {"a": ["x = 1", "open('a.txt', 'w').write(str(x + offset))"],
+             "b": ["open('b.txt', 'w').write(str(offset))"],
+             "c": ["y = 2", "raise ValueError('broken on purpose')"]}
+    for name, sources in cells.items():
+        params = nbformat.v4.new_code_cell("offset = 0")
+        params.metadata["tags"] = ["parameters"]
+        nb = nbformat.v4.new_notebook(cells=[params] + [nbformat.v4.new_code_cell(s) for s in sources])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    out = tmp_path / "out"
+
+    plan = [NotebookRun("a", "a-10", {"offset": 10}), NotebookRun("b", "b")]
+    done = dict((run.output, seconds) for run, seconds in
+                execute_notebooks(plan, out, {"offset": 5}, tmp_path, parallel=2))
+    assert set(done) == {"a-10", "b"} and all(s > 0 for s in done.values())
+    assert (tmp_path / "a.txt").read_text() == "11" and (tmp_path / "b.txt").read_text() == "5"
+    assert (out / "a-10.ipynb").is_file() and (out / "b.ipynb").is_file()
+
+    with pytest.raises(NotebookFailed, match=r"c\.ipynb failed in cell 3 \(ValueError: broken on purpose\)"):
+        list(execute_notebooks([NotebookRun("b", "b2"), NotebookRun("c", "c")], out, {}, tmp_path,
+                               parallel=2))
