@@ -29,7 +29,7 @@ ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_mu
 """Methods of the main table (04_adaptation runs once per method)."""
 
 LAMBDA_SWEEP = (1.0, 3.0)
-"""λ_T values of the sweep, besides the paper's 0.1 (first seed only). On MiniCity's 150-iteration
+"""λ_T values of the sweep, besides the paper's 0.1 (first seed only). On MiniCity's 100-iteration
 schedule the paper's λ leaves every target loss within noise of the BatchNorm-only control; the
 larger values are where the losses' shapes start to matter (MinEnt collapses first)."""
 
