@@ -101,9 +101,11 @@ def ensure_run(cfg: C.RunConfig, stage: str, progress: bool = True) -> dict:
         the run's ``metrics.json`` content.
     """
     from .engine import is_finished, read_metrics, run_dir_for, train
+    from .engine.runs import check_reusable
 
     run_dir = run_dir_for(cfg, stage)
     if is_finished(run_dir):
+        check_reusable(run_dir, cfg.to_dict(), stage)
         print(f"reusing the finished run in {run_dir}")
         return read_metrics(run_dir)
     resume = (run_dir / "last.pt").is_file()

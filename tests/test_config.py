@@ -72,3 +72,17 @@ def test_run_dir_layout_and_tags():
     assert str(cfg.run_dir("maxsquare-lambda0.03")) == "runs/cpu/minicity/maxsquare-lambda0.03/seed2"
     with pytest.raises(C.ConfigError, match="tag"):
         C.resolve("cpu", overrides={"tag": "../escape"})
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "gpu", "paper"])
+def test_benchmarks_that_share_a_source_model_describe_it_alike(profile):
+    """Cross-city benchmarks train one source model (``source_benchmark``); each must resolve the
+    same source recipe, or its runs would record a source model that was never trained."""
+    from maxsq_lib.engine.runs import config_mismatches
+
+    for bench in C.benchmarks_of(profile):
+        cfg = C.resolve(profile, bench)
+        owner = cfg.source_benchmark
+        if owner and owner != bench:
+            mismatches = config_mismatches(C.resolve(profile, owner).to_dict(), cfg.to_dict(), "source")
+            assert mismatches == [], (bench, mismatches)

@@ -96,6 +96,32 @@ def test_source_stage_has_its_own_evaluation_period(smoke_root, tmp_path):
         smoke_cfg(smoke_root, tmp_path, eval={"source_every": 0})
 
 
+def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(source_run, smoke_root):
+    from maxsq_lib.engine.reproduce import Job, run_jobs
+    from maxsq_lib.engine.runs import check_reusable, config_mismatches
+
+    runs, _ = source_run
+    run_dir = Path(runs) / "smoke" / "minicity" / "source_multi" / "seed0"
+    same = smoke_cfg(smoke_root, runs)
+    moved = smoke_cfg(smoke_root, runs, data={"root": "/elsewhere"}, threads=2, eval={"every": 3})
+    for cfg in (same, moved):  # paths, threads and the evaluation period do not decide the model
+        check_reusable(run_dir, cfg.to_dict(), "source")
+    longer = smoke_cfg(smoke_root, runs, source={"iterations": 6, "schedule_horizon": 6})
+    with pytest.raises(RunExistsError, match=r"source.iterations: 4 there, 6 now") as err:
+        check_reusable(run_dir, longer.to_dict(), "source")
+    assert str(run_dir) in str(err.value)
+    job = Job("source seed0", ["train-source"], run_dir, stage="source", config=longer.to_dict())
+    with pytest.raises(RunExistsError, match="source.schedule_horizon"):
+        run_jobs([job])  # refused before anything starts
+    # adaptation settings matter only for adaptation runs; a matched λ is measured, not configured
+    other_lambda = smoke_cfg(smoke_root, runs, "maxsquare", adapt={"lambda_target": 0.5}).to_dict()
+    assert config_mismatches(same.to_dict(), other_lambda, "source") == []
+    assert config_mismatches(same.to_dict(), other_lambda, "adapt")[0].startswith("adapt.lambda_target: 0.1 there")
+    matched = smoke_cfg(smoke_root, runs, "maxsquare", adapt={"match_gradient_to": "minent"}).to_dict()
+    saved = {**matched, "adapt": {**matched["adapt"], "lambda_target": 0.34}}
+    assert config_mismatches(saved, matched, "adapt") == []
+
+
 @pytest.mark.parametrize("method", ["none", "minent", "maxsquare", "maxsquare_iw",
                                     "maxsquare_iw_multi", "hard"])
 def test_each_strategy_adapts(source_run, smoke_root, method):

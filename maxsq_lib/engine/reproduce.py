@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import is_finished, source_run_dir
+from .runs import check_reusable, is_finished, source_run_dir
 
 
 @dataclass
@@ -31,6 +31,9 @@ class Job:
     argv: list[str]
     run_dir: Path
     after: list[Path] = field(default_factory=list)
+    stage: str | None = None
+    config: dict | None = None
+    """The resolved config the job would train with; a finished run is reused only if it matches."""
 
 
 def plan_jobs(args) -> list[Job]:
@@ -62,7 +65,8 @@ def plan_jobs(args) -> list[Job]:
         folder = source_run_dir(cfg)
         if folder not in sources:
             argv = ["train-source", *common(seed)] + (["--multi", "true"] if cfg.source.multi else [])
-            sources[folder] = Job(f"{folder.parent.name} seed{seed}", argv, folder)
+            sources[folder] = Job(f"{folder.parent.name} seed{seed}", argv, folder,
+                                  stage="source", config=cfg.to_dict())
             jobs.append(sources[folder])
         return folder
 
@@ -70,7 +74,7 @@ def plan_jobs(args) -> list[Job]:
         cfg = resolved(seed, method, extra)
         src = source_for(seed, cfg)
         jobs.append(Job(f"{name} seed{seed}", ["adapt", "--method", method, *extra, *common(seed)],
-                        run_dir_for(cfg, "adapt"), after=[src]))
+                        run_dir_for(cfg, "adapt"), after=[src], stage="adapt", config=cfg.to_dict()))
 
     for seed in args.seeds:
         source_for(seed, resolved(seed, None, []))
@@ -119,6 +123,9 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
     """
     pending = [j for j in jobs if not is_finished(j.run_dir)]
     reused = [j for j in jobs if j not in pending]
+    for j in reused:
+        if j.config is not None:
+            check_reusable(j.run_dir, j.config, j.stage)
     if len(reused) > 3:
         log(f"[reuse] {len(reused)} finished runs (e.g. {reused[0].run_dir})")
     else:

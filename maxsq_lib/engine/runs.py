@@ -42,6 +42,66 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / FINISHED_MARKER).is_file() and (Path(run_dir) / "metrics.json").is_file()
 
 
+# What decides a run's model: a finished run is reused only if these settings are unchanged.
+# Paths (data and checkpoints may move), threads, devices, logging and the evaluation period are not.
+_SOURCE_KEYS = ("seed", "model.", "source.", "data.source", "data.num_classes")
+_ADAPT_KEYS = _SOURCE_KEYS + ("adapt.", "data.", "eval.flip", "eval.full_resolution_labels", "eval.limit")
+_NOT_COMPARED = ("data.root", "data.workers", "source.init_checkpoint", "adapt.source_checkpoint")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_mismatches(saved: dict, wanted: dict, stage: str) -> list[str]:
+    """Settings that make a finished run different from the run that ``wanted`` would train.
+
+    Args:
+        saved: the run's ``config.yaml`` (a :class:`~maxsq_lib.config.RunConfig` as a dict).
+        wanted: the config resolved now, as a dict.
+        stage: ``"source"`` (compares the source data, model and source recipe) or ``"adapt"``
+            (also the adaptation recipe, the target data and the evaluation protocol).
+    Returns:
+        ``"key: <saved> there, <wanted> now"`` lines; empty when the run can be reused. The λ_T of
+        a matched-gradient run is measured at run time, so it is not compared.
+    """
+    keys = _SOURCE_KEYS if stage == "source" else _ADAPT_KEYS
+    a, b = _flatten(saved), _flatten(wanted)
+    skip = set(_NOT_COMPARED)
+    if stage == "adapt" and b.get("adapt.match_gradient_to"):
+        skip.add("adapt.lambda_target")
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key in skip or not key.startswith(keys) or a.get(key) == b.get(key):
+            continue
+        out.append(f"{key}: {a.get(key)!r} there, {b.get(key)!r} now")
+    return out
+
+
+def check_reusable(run_dir: str | os.PathLike, wanted: dict, stage: str) -> None:
+    """Raise :class:`RunExistsError` if the finished run in ``run_dir`` was made with settings
+    that differ from ``wanted`` (a profile changed since, or other ``--set`` values)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise RunExistsError(f"{run_dir} is marked finished but has no config.yaml; remove the folder "
+                             f"to train it again")
+    mismatches = config_mismatches(yaml.safe_load(path.read_text()) or {}, wanted, stage)
+    if mismatches:
+        shown = "\n  ".join(mismatches[:8]) + (f"\n  ... and {len(mismatches) - 8} more" if len(mismatches) > 8 else "")
+        raise RunExistsError(
+            f"{run_dir} is a finished run made with other settings than this command's:\n  {shown}\n"
+            f"Remove that folder (or its whole runs/<profile>/ tree) to train it again, or pass --runs DIR "
+            f"to keep both.")
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
