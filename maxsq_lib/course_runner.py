@@ -31,7 +31,7 @@ ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_mu
 LAMBDA_SWEEP = (1.0, 3.0)
 """λ_T values of the sweep, besides the paper's 0.1 (first seed only). On MiniCity's 100-iteration
 schedule the paper's λ leaves every target loss within noise of the BatchNorm-only control; the
-larger values are where the losses' shapes start to matter (MinEnt collapses first)."""
+larger values are where the losses' shapes start to matter (MinEnt gives up rare classes first)."""
 
 MATCH_LAMBDA = 1.0
 """MinEnt's λ at which MaxSquare's λ is matched by initial logit-gradient norm."""
@@ -141,10 +141,6 @@ def execute_notebook(run: NotebookRun, out_dir: Path, parameters: dict, root: Pa
     return time.perf_counter() - t0
 
 
-def _execute_in_worker(run: NotebookRun, out_dir: Path, parameters: dict, root: Path) -> float:
-    return execute_notebook(run, out_dir, parameters, root)
-
-
 def execute_notebooks(plan: list[NotebookRun], out_dir: Path, parameters: dict, root: Path,
                       parallel: int = 1):
     """Execute notebooks, ``parallel`` at once; yields ``(run, seconds)`` as each finishes.
@@ -163,7 +159,7 @@ def execute_notebooks(plan: list[NotebookRun], out_dir: Path, parameters: dict, 
     # spawn, not fork: the parent may hold torch's thread pools, which do not survive a fork.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=parallel, mp_context=context) as pool:
-        futures = {pool.submit(_execute_in_worker, run, out_dir, parameters, root): run
+        futures = {pool.submit(execute_notebook, run, out_dir, parameters, root): run
                    for run in plan}
         pending = set(futures)
         while pending:

@@ -558,7 +558,7 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
     seeds = sorted({s for runs in sweeps.values() for e in runs.values() for s in e["seeds"]})
     with figure_style():
         fig, ax = plt.subplots(figsize=(7.6, 4.4))
-        lambdas: set[float] = set()
+        lambdas: set[float] = set()  # the swept values (the x ticks)
         for method, marker in zip(methods, ("s", "o", "^", "v")):
             points = []
             for name, e in list(sweeps[method].items()) + ([(method, table[method])] if method in table else []):
@@ -570,11 +570,11 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
                 lambdas.update(x)
                 ax.plot(x, y, marker=marker, ms=7 if marker == "s" else 5,
                         color=METHOD_COLORS.get(method, "#999999"), label=_label(method))
-        match = table.get("maxsquare-match-minent")
+        match, matched_lambda = table.get("maxsquare-match-minent"), None
         if match is not None and isinstance(match["lambda_target"], (int, float)):
             value = _mean(_seed_values(match, seeds=seeds).values()) or match["miou_mean"]
             if value is not None:
-                lambdas.add(float(match["lambda_target"]))
+                matched_lambda = float(match["lambda_target"])
                 ax.scatter([match["lambda_target"]], [100 * value], marker="*", s=160, zorder=5,
                            color=METHOD_COLORS["maxsquare"], edgecolor="black", linewidths=0.6,
                            label=f"MaxSquare at MinEnt's gradient norm (λ_T={match['lambda_target']:.3g})")
@@ -587,12 +587,10 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
                 ax.axhline(100 * none, color=METHOD_COLORS["none"], ls=":", lw=1.5, label="none (BN only)")
         ax.set_xscale("log")
         # ticks at the swept values; the matched run's λ is in its legend entry (a tick of its own
-        # would collide with a nearby swept value)
-        ticks = sorted(lambdas - ({float(match["lambda_target"])} if match is not None and
-                                  isinstance(match["lambda_target"], (int, float)) else set()))
-        ax.set_xticks(ticks or sorted(lambdas))
-        ax.set_xticklabels([f"{v:.3g}" for v in (ticks or sorted(lambdas))])
-        ax.minorticks_off()
+        # would collide with a nearby swept value) unless it is the only point
+        ticks = sorted(lambdas) or ([matched_lambda] if matched_lambda is not None else [])
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{v:.3g}" for v in ticks])
         ax.minorticks_off()
         ax.set_xlabel("λ_T (weight of the target loss)")
         ax.set_ylabel("target val mIoU (%)")
@@ -1195,21 +1193,15 @@ def _evidence_lambda(table: Mapping[str, dict], runs: Sequence[dict], tol: float
     sweep_seeds = sorted({s for m in ("minent", "maxsquare") for e in _sweep_runs(table, m).values()
                           for s in e["seeds"]})
     best: dict[str, tuple[float, float]] = {}
-    for m in ("minent", "maxsquare"):
-        entries = list(_sweep_runs(table, m).values()) + ([table[m]] if m in table else [])
-        points = {float(e["lambda_target"]): v for e in entries if isinstance(e["lambda_target"], (int, float))
-                  and (v := _mean(_seed_values(e, seeds=sweep_seeds).values())) is not None}
-        if len(points) > 1:
-            lam = max(sorted(points), key=lambda k: points[k])
-            best[m] = (lam, points[lam])
     worst: dict[str, tuple[float, float]] = {}
     for m in ("minent", "maxsquare"):
         entries = list(_sweep_runs(table, m).values()) + ([table[m]] if m in table else [])
         points = {float(e["lambda_target"]): v for e in entries if isinstance(e["lambda_target"], (int, float))
                   and (v := _mean(_seed_values(e, seeds=sweep_seeds).values())) is not None}
         if len(points) > 1:
-            lam = min(sorted(points), key=lambda k: points[k])
-            worst[m] = (lam, points[lam])
+            lams = sorted(points)
+            best[m] = (hi := max(lams, key=points.get), points[hi])
+            worst[m] = (lo := min(lams, key=points.get), points[lo])
     if best:
         parts = [f"{_label(m)} is best at λ_T = {lam:.3g} ({_pts(v)}) and lowest at λ_T = "
                  f"{worst[m][0]:.3g} ({_pts(worst[m][1])})" for m, (lam, v) in best.items()]

@@ -87,13 +87,13 @@ def config_mismatches(saved: dict, wanted: dict, stage: str) -> list[str]:
 def check_reusable(run_dir: str | os.PathLike, wanted: dict, stage: str) -> None:
     """Raise :class:`RunExistsError` if the finished run in ``run_dir`` was made with settings
     that differ from ``wanted`` (a profile changed since, or other ``--set`` values)."""
-    import yaml
+    from ..config import load_yaml
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise RunExistsError(f"{run_dir} is marked finished but has no config.yaml; remove the folder "
                              f"to train it again")
-    mismatches = config_mismatches(yaml.safe_load(path.read_text()) or {}, wanted, stage)
+    mismatches = config_mismatches(load_yaml(path), wanted, stage)
     if mismatches:
         shown = "\n  ".join(mismatches[:8]) + (f"\n  ... and {len(mismatches) - 8} more" if len(mismatches) > 8 else "")
         raise RunExistsError(
