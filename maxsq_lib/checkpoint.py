@@ -1,19 +1,24 @@
-"""Checkpoints: atomic saves that resume exactly, and safe loaders for the authors' released files.
+"""Checkpoints: atomic saves that resume exactly, and one safe loader for every weight file.
 
-Three kinds of file are read, always with ``torch.load(weights_only=True)`` (tensors and plain
-containers only; a file that would need arbitrary Python objects is refused):
+Every file is read with ``torch.load(weights_only=True)`` (tensors and plain containers only; a
+file that would need arbitrary Python objects is refused). :func:`read_weights` recognises what a
+user may have, and :func:`load_weights` loads any of them into a model:
 
 ================================  ============================================================
-file                              function
+format (``WeightsFile.format``)   what the file holds
 ================================  ============================================================
-our own training checkpoints      :func:`save_checkpoint` / :func:`load_checkpoint`: model,
-                                  optimizer, scheduler, step, config, RNG states
-the authors' released ``.pth``    :func:`load_reference_checkpoint`: ``{"state_dict":
-(e.g. ``GTA5_source.pth``)        {"module.<key>": tensor}, "epoch", "iteration", ...}`` or a
-                                  bare state_dict; loaded strictly after removing ``module.``
-the DeepLab COCO init file        :func:`load_init_checkpoint`: keys ``Scale.<key>``; the
-(``DeepLab_resnet_pretrained_     wrapper name is dropped and the init model's own classifier
-init-f81d91e8.pth``)              (``layer5``) skipped, so both heads keep their random init
+``maxsq``                         our training checkpoints (:func:`save_checkpoint`): model,
+                                  optimizer, step, config (with its ``model.aspp_branches``),
+                                  RNG states; :func:`load_checkpoint` also resumes from them
+``authors``                       the authors' training checkpoints (``GTA5_source.pth``):
+                                  ``{"state_dict": {"module.<key>": tensor}, "epoch",
+                                  "iteration", "optimizer", "best_MIou"}`` from PyTorch 1.0
+                                  (legacy serialization); their heads sum two ASPP branches
+``state_dict_module``             a bare ``DataParallel`` state_dict (``module.`` keys)
+``state_dict``                    a bare state_dict
+``deeplab_init``                  the DeepLab init file (``DeepLab_resnet_pretrained_init-
+                                  f81d91e8.pth``): ``Scale.<key>``; its own classifier
+                                  (``layer5``) is skipped, so both heads keep their random init
 ================================  ============================================================
 
 Every problem raises :class:`CheckpointError` naming the file; a weight mismatch lists the
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import glob
 import os
 import random
 import re
@@ -48,6 +54,7 @@ CHECKPOINT_FORMAT = "maxsq-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
 
 _DATA_PARALLEL_PREFIX = "module."
+_INIT_PREFIX = "Scale."
 _INIT_SKIPPED_TOP_LEVEL = "layer5"
 _BACKBONE_TOP_LEVEL = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 _HEAD_TOP_LEVEL = ("layer5", "layer6")
@@ -182,7 +189,7 @@ def _hints(report: LoadReport) -> list[str]:
     if report.unexpected and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in report.unexpected):
         hints.append(
             "the file's keys start with 'module.' (a DataParallel state_dict): "
-            "use load_reference_checkpoint"
+            "use load_weights, which removes the prefix"
         )
     return hints
 
@@ -472,6 +479,29 @@ def to_storable(obj: Any, where: str = "value") -> Any:
     )
 
 
+def _temp_pattern(name: str) -> str:
+    """Glob of the temporary files :func:`save_checkpoint` makes for ``name``."""
+    return f".{glob.escape(name)}.*.tmp"
+
+
+def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete temporary files that a save killed mid-write left behind (``.<name>.XXXX.tmp``).
+
+    Args:
+        folder: a run folder.
+        name: only those of this checkpoint file name; None: those of every checkpoint.
+
+    Returns:
+        the files removed.
+    """
+    removed = []
+    for stale in Path(folder).glob(_temp_pattern(name) if name else ".*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -524,6 +554,7 @@ def save_checkpoint(
     except TypeError as exc:
         raise CheckpointError(f"{p}: cannot save checkpoint: {exc}") from exc
     p.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(p.parent, p.name)  # a kill during an earlier save leaves one
     fd, tmp_name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -576,7 +607,8 @@ def load_checkpoint(
             "state_dict" in ckpt or any(str(k).startswith("module.") for k in ckpt)
         ):
             hint = (
-                "; it looks like one of the authors' released files: use load_reference_checkpoint"
+                "; it looks like one of the authors' released files: use load_weights (any format) or "
+                "load_reference_checkpoint"
             )
         raise CheckpointError(
             f"{p}: not a maxsq checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r} "
@@ -670,8 +702,6 @@ def load_init_checkpoint(
     expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
     obj = read_checkpoint_file(p, allow_numpy_scalars=True)
     state, info = _as_state_dict(obj, p, expected)
-    net = unwrap_model(model)
-    model_state = net.state_dict()
     stripped: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
     for key, value in state.items():
@@ -680,8 +710,23 @@ def load_init_checkpoint(
             skipped.append(key)
         else:
             stripped[inner] = value
-    report = compare_state_dicts(model_state, stripped)
+    if {_top_level(k) for k in state} & {_top_level(k) for k in unwrap_model(model).state_dict()}:
+        hint = ("hint: the file's keys have no wrapper prefix (the first dotted name is "
+                "dropped); is it a plain model state_dict? use load_weights")
+    else:
+        hint = None
+    report = _load_init_state(model, stripped, p, strict_backbone, hint=hint)
     report.skipped, report.info = skipped, info
+    return report
+
+
+def _load_init_state(model: nn.Module, stripped: Mapping[str, torch.Tensor], p: Path,
+                     strict_backbone: bool, hint: str | None = None) -> LoadReport:
+    """Copy init tensors (keys without the wrapper name, ``layer5`` removed) into the backbone."""
+    expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
+    net = unwrap_model(model)
+    model_state = net.state_dict()
+    report = compare_state_dicts(model_state, stripped)
     missing_backbone = [
         k
         for k in report.missing
@@ -694,15 +739,137 @@ def load_init_checkpoint(
                 f"backbone tensors the file lacks ({len(missing_backbone)}): "
                 + "; ".join(_grouped(missing_backbone))
             )
-        if {_top_level(k) for k in state} & {_top_level(k) for k in model_state}:
-            details.append(
-                "hint: the file's keys have no wrapper prefix (the first dotted name is "
-                "dropped); is it a plain model state_dict? use load_reference_checkpoint"
-            )
+        if hint:
+            details.append(hint)
         raise CheckpointError(
             f"{p}: the init weights do not fit the model ({expected}):\n" + "\n".join(details)
         )
     merged = dict(model_state)
     merged.update({k: stripped[k] for k in report.loaded})
     net.load_state_dict(merged, strict=True)
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# One loader for every weight file
+
+WEIGHT_FORMATS = {
+    "maxsq": "maxsq checkpoint",
+    "authors": "the authors' training checkpoint ('state_dict' with 'module.' keys)",
+    "state_dict_module": "a bare DataParallel state_dict ('module.' keys)",
+    "state_dict": "a bare state_dict",
+    "deeplab_init": "the DeepLab init file ('Scale.' keys; its layer5 classifier skipped)",
+}
+"""The formats :func:`read_weights` recognises, with the words it prints for each."""
+
+AUTHORS_ASPP_BRANCHES = 2
+"""ASPP branches the authors' heads sum (official-code-facts §3.2): their files need this value."""
+
+_WEIGHTS_EXPECTED = (
+    "expected a maxsq checkpoint, the authors' checkpoint (a dict with 'state_dict'), a bare "
+    "state_dict (keys with or without 'module.') or the DeepLab init file ('Scale.' keys)"
+)
+
+
+@dataclass
+class WeightsFile:
+    """A weight file read and recognised, not yet loaded into a model.
+
+    Args:
+        path: the file.
+        format: a key of :data:`WEIGHT_FORMATS`.
+        state: the model tensors, keys without wrapper prefixes (the init file's ``layer5``
+            already removed).
+        skipped: file keys deliberately not loaded (the init file's ``Scale.layer5.*``).
+        info: the file's plain entries (``epoch``, ``iteration``, ``best_MIou``, or our ``step``).
+        config: the resolved run config a maxsq checkpoint was trained with, else None.
+    """
+
+    path: Path
+    format: str
+    state: dict[str, torch.Tensor]
+    skipped: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    config: dict | None = None
+
+    @property
+    def aspp_branches(self) -> int | None:
+        """ASPP branches the file's heads were trained with: a maxsq checkpoint records it in its
+        config; the authors' files (and bare ``module.`` state_dicts, which is how theirs look)
+        sum two; None when the file does not say (a bare state_dict, the init file)."""
+        if self.format == "maxsq":
+            value = ((self.config or {}).get("model") or {}).get("aspp_branches")
+            return int(value) if value is not None else None
+        if self.format in ("authors", "state_dict_module"):
+            return AUTHORS_ASPP_BRANCHES
+        return None
+
+    def describe(self) -> str:
+        """One line: the format recognised and what the file says about itself."""
+        details = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                   for k, v in self.info.items() if k in ("step", "epoch", "iteration", "best_MIou")]
+        if self.skipped:
+            details.append(f"{len(self.skipped)} classifier tensors skipped")
+        extra = f" ({', '.join(details)})" if details else ""
+        return f"{self.path}: {WEIGHT_FORMATS[self.format]}{extra}"
+
+
+def read_weights(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> WeightsFile:
+    """Read any weight file a user has and recognise its format (see the module docstring).
+
+    Args:
+        path: the file.
+        map_location: where tensors go (``"cpu"`` by default).
+
+    Returns:
+        A :class:`WeightsFile`.
+
+    Raises:
+        CheckpointError: missing, unreadable or unsafe file, or one that holds no named tensors.
+    """
+    p = Path(path)
+    obj = read_checkpoint_file(p, map_location=map_location, allow_numpy_scalars=True)
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        state = obj.get("model")
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{p}: a maxsq checkpoint without its 'model' entry ({_WEIGHTS_EXPECTED})")
+        config = obj.get("config") if isinstance(obj.get("config"), Mapping) else None
+        return WeightsFile(p, "maxsq", dict(state), info={"step": obj.get("step")}, config=config)
+    authors = isinstance(obj, Mapping) and "state_dict" in obj
+    state, info = _as_state_dict(obj, p, _WEIGHTS_EXPECTED)
+    if all(k.startswith(_DATA_PARALLEL_PREFIX) for k in state):
+        return WeightsFile(p, "authors" if authors else "state_dict_module",
+                           _strip_prefix(state, _DATA_PARALLEL_PREFIX), info=info)
+    if all(k.startswith(_INIT_PREFIX) for k in state):
+        kept = {k[len(_INIT_PREFIX):]: v for k, v in state.items()
+                if _top_level(k[len(_INIT_PREFIX):]) != _INIT_SKIPPED_TOP_LEVEL}
+        skipped = [k for k in state if k[len(_INIT_PREFIX):] not in kept]
+        return WeightsFile(p, "deeplab_init", kept, skipped=skipped, info=info)
+    return WeightsFile(p, "authors" if authors else "state_dict", state, info=info)
+
+
+def load_weights(model: nn.Module, weights: WeightsFile | str | os.PathLike) -> LoadReport:
+    """Load any recognised weight file into a model, strictly.
+
+    The DeepLab init file fills the backbone and leaves both heads (and ``num_batches_tracked``,
+    which it lacks) at their initial values; every other format must fit the model key for key.
+
+    Args:
+        model: a :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
+        weights: a :class:`WeightsFile` from :func:`read_weights`, or a path.
+
+    Returns:
+        A :class:`LoadReport`; ``info`` holds the file's entries and ``format``.
+
+    Raises:
+        CheckpointError: the file cannot be read, or its keys or shapes do not fit the model
+            (the message lists missing, unexpected and wrongly shaped keys, with hints).
+    """
+    wf = weights if isinstance(weights, WeightsFile) else read_weights(weights)
+    if wf.format == "deeplab_init":
+        report = _load_init_state(model, wf.state, wf.path, strict_backbone=True)
+        report.skipped = list(wf.skipped)
+    else:
+        report = _apply_state(model, wf.state, wf.path, strict=True)
+    report.info = {**wf.info, "format": wf.format}
     return report

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--iterations", "--iter_stop", dest="iterations", type=int, default=None)
     ts.add_argument("--init-checkpoint", default=None,
                     help="DeepLab init file (default: profile; 'none' = from scratch)")
+    _aspp_flag(ts)
 
     # adapt
     ad = sub.add_parser("adapt", help="adaptation from the source model")
@@ -116,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--threshold", type=float, default=None,
                     help="confidence threshold of Multi / hard (default 0.95; 0.98 cross-city)")
     ad.add_argument("--lambda-seg", "--lambda_seg", dest="lambda_seg", type=float, default=None)
-    ad.add_argument("--bn-mode", choices=["train", "frozen"], default=None,
-                    help="BatchNorm during adaptation: train (the authors) or frozen")
+    ad.add_argument("--bn-mode", choices=["train", "eval", "frozen"], default=None,
+                    help="BatchNorm during adaptation: train (the authors' default), eval (the "
+                         "authors' --freeze_bn: statistics fixed, affine trained) or frozen "
+                         "(statistics and affine fixed)")
     ad.add_argument("--match-gradient-to", default=None,
                     choices=["minent", "maxsquare", "maxsquare_iw", "hard"],
                     help="set λ_T so that the initial logit-gradient norm equals this method's "
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                     default=None, help="start from this checkpoint (ours or the authors') instead "
                                        "of this profile's source run")
     ad.add_argument("--iterations", dest="iterations", type=int, default=None)
+    _aspp_flag(ad)
     ad.add_argument("--tag", default=None,
                     help="suffix of the run folder (<method>-<tag>) for variants of a method")
 
@@ -140,8 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", "--pretrained_ckpt_file", dest="checkpoint", default=None,
                     help="a checkpoint file (ours, or the authors' released .pth)")
     ev.add_argument("--flip", action="store_true", help="flip ensembling (mean of softmaxes)")
-    ev.add_argument("--aspp-branches", type=int, choices=[2, 4], default=None,
-                    help="2 reproduces the authors' heads (needed for their checkpoints)")
+    _aspp_flag(ev)
     ev.add_argument("--full-resolution-labels", action="store_true",
                     help="score against labels at their native resolution (not the authors')")
     ev.add_argument("--split", default=None, help="split to evaluate (default: target val)")
@@ -197,6 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _aspp_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--aspp-branches", dest="aspp_branches", type=int, choices=[2, 4], default=None,
+                   help="ASPP branches each head sums: 2 reproduces the authors' heads, 4 is the "
+                        "intended sum (default: follow the starting file when it says, e.g. 2 for "
+                        "the authors' files; else the profile's)")
+
+
+def aspp_chosen(args) -> bool:
+    """Whether the command line sets ``model.aspp_branches`` (a flag or ``--set``)."""
+    return getattr(args, "aspp_branches", None) is not None or any(
+        text.split("=", 1)[0].strip() == "model.aspp_branches" for text in getattr(args, "overrides", []))
+
+
 def _bool(text: str) -> bool:
     """The authors' str2bool."""
     low = text.lower()
@@ -239,6 +255,8 @@ def resolve_from_args(args, method: str | None = None):
         extra.setdefault("source", {})["init_checkpoint"] = None if init.lower() == "none" else init
     if getattr(args, "tag", None):
         extra["tag"] = args.tag
+    if getattr(args, "aspp_branches", None) is not None:
+        extra["model"] = {"aspp_branches": args.aspp_branches}
     C.deep_update(overrides, extra)
     return C.resolve(args.profile, getattr(args, "benchmark", None), method, overrides)
 
@@ -293,9 +311,13 @@ def _cmd_train(args, stage: str) -> int:
 
         return dry_run_command(args, "train-source" if stage == "source" else "adapt")
     from .engine import train
+    from .engine.weights import follow_start_heads
 
     method = args.method if stage == "adapt" else None
     cfg = resolve_from_args(args, method)
+    note = follow_start_heads(cfg, stage, chosen=aspp_chosen(args))
+    if note:
+        print(f"starting weights: {note}")
     metrics = train(cfg, stage, resume=args.resume, overwrite=args.overwrite,
                     progress=not args.no_progress)
     last = metrics["last"]
@@ -364,7 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     from .engine.runs import RunExistsError
     from .engine.trainer import MissingInputError, TrainingDiverged
 
-    known = (ConfigError, RunExistsError, MissingInputError, TrainingDiverged, FileNotFoundError)
+    from .checkpoint import CheckpointError
+
+    known = (ConfigError, RunExistsError, MissingInputError, TrainingDiverged, FileNotFoundError,
+             CheckpointError)
     try:
         from .data import DatasetError
 

@@ -6,7 +6,9 @@ A run is resolved in layers, each a partial mapping merged strictly into the dat
 1. the dataclass defaults below (the authors' recipe, official-code-facts §2 and §5);
 2. the profile file ``maxsq_lib/configs/<profile>.yaml`` (top-level keys);
 3. that profile's ``benchmarks.<benchmark>`` section;
-4. that profile's ``methods.<method>`` section (adaptation only);
+4. that profile's ``methods.<method>`` section (adaptation only), then the benchmark's own
+   ``methods.<method>`` section (e.g. the cross-city benchmarks keep 1024×512 for Multi, where
+   the authors' ``solve_crosscity.py`` forces that size);
 5. explicit overrides (CLI flags, papermill parameters), as a nested mapping.
 
 Every run writes the resolved config (``config.yaml``) next to its outputs. Introduced in notebook
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,10 +29,31 @@ from typing import Any, Mapping
 import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is ~10x faster
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # the C loader is ~10x faster
+    """The safe loader, reading numbers as people write them: YAML 1.1 (PyYAML) wants ``1.0e-4``
+    and reads ``1e-4`` or ``2.5e-4`` as strings; YAML 1.2 and this loader read them as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
 """Target-loss strategies of the adaptation stage (``none`` = target batches through BN only)."""
+BN_MODES = {
+    "train": "BatchNorm in train mode: target batches update the running statistics (the authors)",
+    "eval": "BatchNorm in eval mode, its affine parameters still trained (the authors' --freeze_bn)",
+    "frozen": "BatchNorm in eval mode and its affine parameters fixed (ours)",
+}
+"""``adapt.bn_mode`` values and what each does during adaptation."""
 
 
 class ConfigError(ValueError):
@@ -154,7 +178,7 @@ class RunConfig:
         """Check values that types alone cannot; returns self."""
         _check_choice("profile", self.profile, PROFILES + ("custom",))
         _check_choice("adapt.method", self.adapt.method, METHODS)
-        _check_choice("adapt.bn_mode", self.adapt.bn_mode, ("train", "frozen"))
+        _check_choice("adapt.bn_mode", self.adapt.bn_mode, tuple(BN_MODES))
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
         _check_choice("model.aspp_branches", self.model.aspp_branches, (2, 4))
         _check_choice("source.optim.name", self.source.optim.name, ("sgd", "adam"))
@@ -281,7 +305,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.load(path.read_text(), Loader=_SafeLoader) or {}
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -326,12 +350,16 @@ def resolve(profile: str, benchmark: str | None = None, method: str | None = Non
     if benchmark not in benchmarks:
         raise ConfigError(f"profile {profile!r} has no benchmark {benchmark!r}; "
                           f"expected one of {list(benchmarks)}")
-    merge(cfg, benchmarks[benchmark] or {}, f"{path} benchmarks.{benchmark}")
+    section = dict(benchmarks[benchmark] or {})
+    benchmark_methods = section.pop("methods", {}) or {}
+    merge(cfg, section, f"{path} benchmarks.{benchmark}")
     cfg.benchmark = benchmark
     if method not in (None, "source"):
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
         merge(cfg, methods.get(method) or {}, f"{path} methods.{method}")
+        merge(cfg, benchmark_methods.get(method) or {},
+              f"{path} benchmarks.{benchmark}.methods.{method}")
         cfg.adapt.method = method
     if overrides:
         merge(cfg, overrides, "overrides")
@@ -358,7 +386,7 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. adapt.lambda_target=0.05")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
     out: dict[str, Any] = {}
     node = out
     parts = key.strip().split(".")

@@ -62,7 +62,14 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
         extra["tag"] = tag
     if overrides:
         C.deep_update(extra, overrides)
-    return C.resolve(profile, benchmark, method, extra)
+    cfg = C.resolve(profile, benchmark, method, extra)
+    from .engine.weights import follow_start_heads
+
+    chosen = "aspp_branches" in ((overrides or {}).get("model") or {})
+    note = follow_start_heads(cfg, "adapt" if method not in (None, "source") else "source", chosen=chosen)
+    if note and ((overrides or {}).get("adapt") or {}).get("source_checkpoint"):
+        print(f"starting weights: {note}")
+    return cfg
 
 
 def setup(cfg: C.RunConfig | None = None, seed: int | None = None) -> torch.device:
@@ -115,11 +122,12 @@ def ensure_run(cfg: C.RunConfig, stage: str, progress: bool = True) -> dict:
 
 def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
                    device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode."""
-    from .engine.trainer import build_model, load_weights, run_dir_for
+    """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode; its
+    heads follow the checkpoint's recorded ASPP branches."""
+    from .engine.trainer import run_dir_for
+    from .engine.weights import model_from_file
 
-    model = build_model(cfg)
-    load_weights(model, run_dir_for(cfg, stage) / f"{which}.pt")
+    model, _note = model_from_file(cfg, run_dir_for(cfg, stage) / f"{which}.pt")
     return model.to(device).eval()
 
 

@@ -360,6 +360,7 @@ _VALUE_FLAGS = (
     ("bn_mode", "--bn-mode"), ("match_gradient_to", "--match-gradient-to"),
     ("match_gradient_lambda", "--match-gradient-lambda"),
     ("source_checkpoint", "--source-checkpoint"), ("tag", "--tag"),
+    ("aspp_branches", "--aspp-branches"),
 )
 _SWITCHES = (("resume", "--resume"), ("overwrite", "--overwrite"), ("no_progress", "--no-progress"))
 
@@ -709,6 +710,10 @@ def _format_benchmark(bench: BenchmarkReport, verbose: bool, base: Path) -> list
                  f"evaluation every {e.every:,} iterations, flip {'on' if e.flip else 'off'}; "
                  f"device {first.device}, amp {first.amp}, seed(s) "
                  f"{', '.join(sorted({str(r.cfg.seed) for r in bench.runs}))}")
+    lines.append(f"  ASPP branches by starting point: the DeepLab init file or from scratch → "
+                 f"{first.model.aspp_branches} (the profile's; new heads); the authors' released "
+                 f"checkpoints → 2 (their heads sum two; followed unless --aspp-branches); a maxsq "
+                 f"checkpoint → the value in its config")
     lines.append(f"commands, one GPU (run from {base}):")
     lines += [f"  {c}" for c in bench.commands]
     lines.append("several GPUs (batch sizes are per process: N processes train with N× the "

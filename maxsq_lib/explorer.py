@@ -103,13 +103,12 @@ def find_explorable_runs(cfg: RunConfig) -> dict[str, Path]:
 
 def _load_run_model(run_dir: Path, fallback: RunConfig) -> torch.nn.Module:
     """The final model of a run, built from the run's own ``config.yaml`` when it has one."""
-    from .engine.trainer import build_model, load_weights
+    from .engine.weights import model_from_file
 
     cfg_path = run_dir / "config.yaml"
     run_cfg = from_dict(load_yaml(cfg_path), str(cfg_path)) if cfg_path.is_file() else fallback
-    model = build_model(run_cfg)
-    load_weights(model, run_dir / "final.pt")
-    return model.eval()
+    model, _note = model_from_file(run_cfg, run_dir / "final.pt")
+    return model
 
 
 # ----------------------------------------------------------------------------------------------

@@ -509,18 +509,27 @@ def test_corrupt_and_truncated_files_are_named(tmp_path):
         SYNTHIA(tmp_path)[0]
 
 
-def test_image_label_size_mismatch(tmp_path):
+def test_image_label_size_mismatch(tmp_path, capsys):
     make_gta5(tmp_path, ids=(1,))
     label = tmp_path / "GTA5" / "labels" / "00001.png"
     write_palette(label, np.full((H - 1, W), 7))
     with pytest.raises(DatasetError, match="image and label sizes differ") as err:
-        GTA5(tmp_path)[0]
+        GTA5(tmp_path, allow_size_mismatch=False)[0]
     message = str(err.value)
     assert str(label) in message and str(tmp_path / "GTA5" / "images" / "00001.png") in message
     assert f"{W}x{H}" in message and f"{W}x{H - 1}" in message
-    # The authors' behaviour on request: both resized independently.
-    _, out, _ = GTA5(tmp_path, size=(4, 3), allow_size_mismatch=True)[0]
+    # The default is the authors' behaviour: both resized independently, reported once, counted.
+    dataset = GTA5(tmp_path, size=(4, 3))
+    _, out, _ = dataset[0]
     assert out.shape == (3, 4) and (out == 0).all()
+    assert dataset.size_mismatches == {"00001"}
+    native = GTA5(tmp_path, cache_bytes=0)
+    native[0]
+    native[0]
+    _, out, _ = native[0]
+    assert out.shape == (H, W)  # labels follow the image's size, as the authors resize them
+    err_text = capsys.readouterr().err
+    assert err_text.count("image and label sizes differ") == 2 and "resized independently" in err_text
 
 
 def test_unsupported_label_encoding_and_unknown_names(tmp_path):

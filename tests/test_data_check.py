@@ -81,6 +81,15 @@ def test_check_finds_injected_problems(tmp_path):
     assert json.loads(json.dumps(report.to_dict()))["ok"] is False
 
 
+def test_a_size_mismatch_alone_is_listed_not_failed(tmp_path):
+    make_gta5(tmp_path, ids=(1, 2))
+    write_palette(tmp_path / "GTA5" / "labels" / "00002.png", np.full((H + 2, W), 7))
+    report = check_dataset("gta5", tmp_path, split="train", progress=False)
+    assert report.ok and len(report.splits["train"].size_mismatch) == 1
+    text = report.format()
+    assert "sizes differ" in text and "as the authors' code does" in text and "Result: OK" in text
+
+
 def test_check_reports_missing_dataset_and_lists(tmp_path):
     report = check_dataset("cityscapes", tmp_path / "nowhere", progress=False)
     assert not report.ok and "dataset root not found" in report.errors[0]

@@ -57,8 +57,9 @@ class SplitCheck:
 
     @property
     def ok(self) -> bool:
-        """No missing, unreadable or mismatched file and no unknown label id."""
-        return not (self.missing or self.unreadable or self.size_mismatch or self.unknown_label_ids)
+        """No missing or unreadable file and no unknown label id (pairs of different sizes are
+        listed, not failed: the loaders resize them independently, as the authors' code does)."""
+        return not (self.missing or self.unreadable or self.unknown_label_ids)
 
 
 @dataclass
@@ -116,12 +117,13 @@ class CheckReport:
                 lines.append(f"  PROBLEM label ids outside the map (read as ignore): {ids}")
             lines += _section("PROBLEM missing files", s.missing)
             lines += _section("PROBLEM unreadable or corrupt files", s.unreadable)
-            lines += _section("PROBLEM image and label sizes differ", s.size_mismatch)
+            lines += _section("note: image and label sizes differ (the loaders resize each "
+                              "independently, as the authors' code does)", s.size_mismatch)
             lines += _section("note: duplicate entries", s.duplicates, indent="  ")
         lines += _section("PROBLEM files without their partner", self.missing_partners, indent="")
         lines += _section("note: files that no list names", self.unlisted, indent="")
         problems = len(self.errors) + len(self.missing_partners) + sum(
-            len(s.missing) + len(s.unreadable) + len(s.size_mismatch) + len(s.unknown_label_ids)
+            len(s.missing) + len(s.unreadable) + len(s.unknown_label_ids)
             for s in self.splits.values()
         )
         lines.append("Result: OK" if self.ok else f"Result: {problems} problem(s)")

@@ -28,6 +28,7 @@ own id range are also -1 and are counted by :func:`maxsq_lib.data.check.check_da
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,8 +274,10 @@ class SegmentationDataset(Dataset):
         flip_p: probability of the horizontal mirror when augmenting.
         blur_p: probability of the Gaussian blur when augmenting (0 turns it off).
         check_files: check at construction that every listed file exists.
-        allow_size_mismatch: resize image and label independently when their sizes differ (what
-            the authors' code silently does) instead of raising.
+        allow_size_mismatch: resize image and label independently when their sizes differ, as the
+            authors' code does (a few real GTA5 pairs differ); the first such pair is reported
+            once and :attr:`size_mismatches` names them all (``maxsq data check`` lists them
+            without training). False raises instead.
         cache_bytes: memory for keeping items resized and mapped (before augmentation) after
             their first read; 0 turns it off. Decoding PNGs was about a tenth of a MiniCity
             training step, and a run reads each image many times (epochs, every evaluation).
@@ -303,7 +306,7 @@ class SegmentationDataset(Dataset):
         flip_p: float = 0.5,
         blur_p: float = 0.5,
         check_files: bool = True,
-        allow_size_mismatch: bool = False,
+        allow_size_mismatch: bool = True,
         cache_bytes: int = 256 * 2**20,
     ) -> None:
         self.root = Path(root)
@@ -323,6 +326,8 @@ class SegmentationDataset(Dataset):
         self.flip_p = float(flip_p)
         self.blur_p = float(blur_p)
         self.allow_size_mismatch = bool(allow_size_mismatch)
+        self.size_mismatches: set[str] = set()
+        """Names of the items read so far whose image and label sizes differ."""
         self.cache_bytes = int(cache_bytes)
         self._cache: dict[int, tuple[Image.Image, np.ndarray]] = {}
         self._cached_bytes = 0
@@ -333,6 +338,11 @@ class SegmentationDataset(Dataset):
             self._check_files()
 
     # ---- layout (subclasses) -------------------------------------------------------------
+
+    @property
+    def config_name(self) -> str:
+        """The dataset's name in configs and commands (``gta5``, ``nthu``, ...)."""
+        return next((k for k, v in DATASETS.items() if isinstance(self, v)), type(self).__name__.lower())
 
     @property
     def dataset_dir(self) -> Path:
@@ -476,11 +486,16 @@ class SegmentationDataset(Dataset):
             return image, None
         raw = read_label_ids(sample.label, sample.where, self.multichannel_labels)
         label_wh = (raw.shape[1], raw.shape[0])
-        if label_wh != image.size and not self.allow_size_mismatch:
-            raise DatasetError(
-                f"image and label sizes differ at {sample.where}: image {sample.image} is "
-                f"{image.size[0]}x{image.size[1]}, label {sample.label} is {label_wh[0]}x{label_wh[1]} (W x H)"
-            )
+        if label_wh != image.size:
+            what = (f"image and label sizes differ at {sample.where}: image {sample.image} is "
+                    f"{image.size[0]}x{image.size[1]}, label {sample.label} is {label_wh[0]}x{label_wh[1]} (W x H)")
+            if not self.allow_size_mismatch:
+                raise DatasetError(what)
+            if not self.size_mismatches:
+                print(f"note: {what}; resized independently, as the authors' code does (reported "
+                      f"once; maxsq data check {self.config_name} lists every such pair)",
+                      file=sys.stderr)
+            self.size_mismatches.add(sample.name)
         return image, raw
 
     def _label_target_size(self, image_size: Size, raw: np.ndarray | None, native_image: Size) -> Size:
@@ -703,6 +718,11 @@ class NTHU(SegmentationDataset):
             f"unknown NTHU city {city!r}: expected one of {', '.join(NTHU_CITIES)} "
             f"(or a folder {root / 'NTHU_Datasets' / city})"
         )
+
+    @property
+    def config_name(self) -> str:
+        """The dataset's name in configs and commands (``gta5``, ``nthu``, ...)."""
+        return next((k for k, v in DATASETS.items() if isinstance(self, v)), type(self).__name__.lower())
 
     @property
     def dataset_dir(self) -> Path:

@@ -10,17 +10,16 @@ from pathlib import Path
 from ..labels import class_set_for
 from .evaluation import evaluate
 from .runs import RunExistsError, write_json_atomic
-from .trainer import (MissingInputError, build_dataset, build_model, load_weights, resolve_device,
-                      run_dir_for)
+from ..models import unwrap_model
+from .trainer import MissingInputError, build_dataset, resolve_device, run_dir_for
+from .weights import model_from_file
 
 
 def evaluate_command(args) -> int:
-    from ..cli import resolve_from_args
+    from ..cli import aspp_chosen, resolve_from_args
 
     method = args.method if args.method not in (None, "source") else None
     cfg = resolve_from_args(args, method)
-    if args.aspp_branches is not None:
-        cfg.model.aspp_branches = args.aspp_branches
     if args.split:
         cfg.data.val_split = args.split
     cfg.eval.full_resolution_labels = bool(args.full_resolution_labels)
@@ -35,8 +34,12 @@ def evaluate_command(args) -> int:
     if output is not None and output.exists() and not args.overwrite:
         raise RunExistsError(f"{output} exists; pass --overwrite to replace it")
     device = resolve_device(cfg.device)
-    model = build_model(cfg).to(device)
-    note = load_weights(model, checkpoint)
+    if not checkpoint.is_file():
+        raise MissingInputError(f"checkpoint not found: {checkpoint} (expected a weight file: ours, "
+                                f"or the authors' released .pth)")
+    model, note = model_from_file(cfg, checkpoint, chosen=aspp_chosen(args))
+    cfg.model.aspp_branches = unwrap_model(model).aspp_branches
+    model = model.to(device)
     print(note)
     dataset = build_dataset(cfg, "val")
     result = evaluate(model, dataset, class_set_for(cfg.data.num_classes), device=device,

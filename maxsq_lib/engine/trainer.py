@@ -35,9 +35,11 @@ from ..labels import class_set_for
 from ..models import deeplabv2_from_preset, parameter_groups, unwrap_model
 from . import distributed as distm
 from .evaluation import EvalResult, evaluate
-from .runs import FINISHED_MARKER, RunExistsError, run_name, source_run_dir, write_json_atomic
+from .runs import (FINISHED_MARKER, RunExistsError, config_mismatches, run_name, source_run_dir,
+                   write_json_atomic)
 from .sampling import StreamBatchSampler, StreamDataset
 from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config, make_strategy
+from .weights import load_into
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,34 +154,27 @@ def build_model(cfg: config_mod.RunConfig) -> torch.nn.Module:
                                  aspp_branches=cfg.model.aspp_branches)
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> str:
-    """Load weights from one of our checkpoints or one of the authors' files.
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, purpose: str = "evaluate") -> str:
+    """Load weights from any file a user has (see :mod:`maxsq_lib.engine.weights`).
 
     Returns:
-        a one-line description of what was loaded.
+        a one-line description of what was loaded (the format recognised).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"checkpoint not found: {path}")
-    state = ckpt.load_checkpoint(path)
-    if isinstance(state, dict) and "model" in state:
-        unwrap_model(model).load_state_dict(state["model"])
-        return f"loaded {path} (maxsq checkpoint, step {state.get('step')})"
-    report = ckpt.load_reference_checkpoint(unwrap_model(model), path)
-    return f"loaded {path} (authors' checkpoint format): {report}"
+    return load_into(model, path, purpose)
 
 
 def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
-    """Train mode; with ``bn_mode="frozen"`` BatchNorm layers stay in eval mode (running
-    statistics fixed) and their affine parameters get no gradient."""
+    """Train mode; with ``bn_mode`` ``eval`` or ``frozen`` BatchNorm layers stay in eval mode
+    (running statistics fixed); ``frozen`` also takes their affine parameters out of training."""
     model.train()
-    if bn_mode != "frozen":
+    if bn_mode == "train":
         return
     for module in unwrap_model(model).modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
+            if bn_mode == "frozen":
+                for p in module.parameters():
+                    p.requires_grad_(False)
 
 
 def _build_optimizer(model, optim_cfg: config_mod.OptimConfig):
@@ -293,7 +288,7 @@ def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwr
         distm.shutdown(dist)
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, dist) -> None:
+def _prepare_run_dir(run_dir: Path, cfg, stage: str, resume: bool, overwrite: bool, dist) -> None:
     finished = (run_dir / FINISHED_MARKER).is_file()
     if finished and not overwrite:
         raise RunExistsError(f"{run_dir} already holds a finished run; pass --overwrite to "
@@ -301,8 +296,18 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, dist) -> None
     if (run_dir / "last.pt").is_file() and not resume and not overwrite:
         raise RunExistsError(f"{run_dir} holds an unfinished run (last.pt); pass --resume to "
                              f"continue it or --overwrite to start again")
+    if resume and (run_dir / "last.pt").is_file() and (run_dir / "config.yaml").is_file():
+        # Resuming with other model-deciding settings would mix two runs in one folder.
+        mismatches = config_mismatches(config_mod.load_yaml(run_dir / "config.yaml"),
+                                       cfg.to_dict(), stage)
+        if mismatches:
+            raise RunExistsError(
+                f"{run_dir}: cannot resume with other settings than the run was started with:\n  "
+                + "\n  ".join(mismatches)
+                + "\nResume with the same settings, or pass --overwrite to start again.")
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_temp_files(run_dir)
         if overwrite and not resume:
             for name in (FINISHED_MARKER, "metrics.json", "last.pt", "best.pt", "final.pt"):
                 (run_dir / name).unlink(missing_ok=True)
@@ -323,7 +328,7 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
 
     plan = plan_for(cfg, stage)
     run_dir = run_dir_for(cfg, stage)
-    _prepare_run_dir(run_dir, resume, overwrite, dist)
+    _prepare_run_dir(run_dir, cfg, stage, resume, overwrite, dist)
     class_set = class_set_for(cfg.data.num_classes)
     log = _Logger(run_dir / "train.log", enabled=dist.is_main)
 
@@ -387,6 +392,8 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
 
     _set_train_mode(train_model, bn_mode)
     sums = _RunningSums(device)
+    saved_at = start if start else None  # the iteration of the last good last.pt
+    best_key = best_criterion(cfg.data.num_classes)
     t0 = time.perf_counter()
     bar = tqdm(total=plan.iterations, initial=start, desc=f"{run_name(cfg, stage)} seed{cfg.seed}",
                disable=not progress or not dist.is_main, dynamic_ncols=True)
@@ -405,10 +412,7 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
         if it % cfg.log_every == 0 or it == plan.iterations:
             record = sums.flush(it, optimizer.param_groups[0]["lr"])
             if not record["finite"]:
-                raise TrainingDiverged(
-                    f"a loss became NaN or infinite between iterations {record['since']} and {it}; "
-                    f"training stopped. The last good checkpoint is {run_dir / 'last.pt'} "
-                    f"(resume with a lower learning rate or λ).")
+                _diverged(run_dir, record["since"], it, saved_at)
             train_log.append(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
             if writer:
@@ -427,21 +431,24 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
             if writer:
                 writer.add_scalar("val/miou", result.miou, it)
                 writer.add_scalar("val/mean_entropy", result.mean_entropy, it)
-            if best is None or result.miou > best["miou"]:
-                best = entry
+            if best is None or entry[best_key] > best[best_key]:
+                best = {**entry, "criterion": best_key}
                 if dist.is_main:
+                    _check_finite_before_save(sums, model, run_dir, it, saved_at)
                     ckpt.save_checkpoint(run_dir / "best.pt", model=unwrap_model(model), step=it,
                                          config=cfg.to_dict())
         if evaluate_now or (writer and it % cfg.image_every == 0):
             _set_train_mode(train_model, bn_mode)  # evaluation switched to eval mode
         if it % cfg.checkpoint_every == 0 or it == plan.iterations:
             if dist.is_main:
+                _check_finite_before_save(sums, model, run_dir, it, saved_at)
                 elapsed = elapsed_before + time.perf_counter() - t0
                 ckpt.save_checkpoint(run_dir / "last.pt", model=unwrap_model(model),
                                      optimizer=optimizer, step=it, config=cfg.to_dict(),
                                      extra={"history": history, "train_log": train_log,
                                             "best": best, "before": before,
                                             "elapsed": elapsed})
+                saved_at = it
             distm.barrier(dist)
     bar.close()
     train_seconds = elapsed_before + time.perf_counter() - t0
@@ -495,15 +502,14 @@ def _initialise(model, cfg, stage) -> str:
                 f"initialisation checkpoint not found: {path}\n"
                 f"Place the DeepLab init file there (see README: pretrained_model/), or set "
                 f"source.init_checkpoint: null to train from scratch.")
-        report = ckpt.load_init_checkpoint(unwrap_model(model), path)
-        return f"initialised from {path}: {report}"
+        return "initialised: " + load_weights(model, path, purpose="init")
     source = cfg.adapt.source_checkpoint
     path = Path(source) if source else source_run_dir(cfg) / "final.pt"
     if not path.is_file():
         hint = ("" if source else f"\nRun source pretraining first: maxsq train-source --profile "
                 f"{cfg.profile} --benchmark {cfg.benchmark} --seed {cfg.seed}")
         raise MissingInputError(f"source checkpoint not found: {path}{hint}")
-    return load_weights(model, path)
+    return load_weights(model, path, purpose="start")
 
 
 def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg) -> dict:
@@ -539,12 +545,38 @@ def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg
     return logs
 
 
+def best_criterion(num_classes: int) -> str:
+    """The score that chooses ``best.pt``: mIoU*, the 13-class mean, for SYNTHIA's 16 classes
+    (as the authors' ``train_source.py``), else mIoU."""
+    return "miou_star13" if num_classes == 16 else "miou"
+
+
+def _diverged(run_dir: Path, since: int, it: int, saved_at: int | None):
+    good = (f"The last good checkpoint is {run_dir / 'last.pt'} (iteration {saved_at}); resume "
+            f"with a lower learning rate or λ." if saved_at is not None else
+            "No checkpoint of this run was saved before it.")
+    raise TrainingDiverged(f"a loss or weight became NaN or infinite between iterations {since} "
+                           f"and {it}; training stopped. {good}")
+
+
+def _check_finite_before_save(sums: "_RunningSums", model, run_dir: Path, it: int,
+                              saved_at: int | None) -> None:
+    """Stop before a save when any loss since the last check, or any weight, is not finite, so
+    that no non-finite model is ever written (one host sync per save, none per iteration)."""
+    weights_finite = torch.stack([p.detach().isfinite().all()
+                                  for p in unwrap_model(model).parameters()]).all()
+    if not bool(sums.finite & weights_finite):
+        _diverged(run_dir, sums.checked, it, saved_at)
+    sums.checked = it
+
+
 class _RunningSums:
     """Sums of per-iteration logs kept on the device: no host sync until :meth:`flush`."""
 
     def __init__(self, device):
         self.device, self.sums, self.count, self.since = device, {}, 0, 0
         self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.checked = 0  # the iteration up to which finiteness was last checked before a save
 
     def add(self, logs: dict) -> None:
         for key, value in logs.items():
