@@ -70,7 +70,7 @@ def shift_curve(model: torch.nn.Module, shifts: Sequence[float] = DEFAULT_SHIFTS
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maxsq_lib.course import config_for
+    from maxsq_lib.course.notebook import config_for
     from maxsq_lib.engine.trainer import build_model, load_weights
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -510,12 +510,11 @@ def save_checkpoint(
     step: int,
     config: Mapping | None = None,
     extra: Mapping | None = None,
-    scheduler_state: Mapping | None = None,
 ) -> Path:
     """Write a training checkpoint atomically (temporary file in the same folder, then rename).
 
     The file holds ``format``, ``format_version``, ``step``, ``model`` (state_dict without any
-    ``module.`` prefix, whatever wrapper the model is in), ``optimizer``, ``scheduler``,
+    ``module.`` prefix, whatever wrapper the model is in), ``optimizer``,
     ``config``, ``extra``, ``rng`` (:func:`capture_rng_states`) and ``torch_version``, all
     readable by ``torch.load(weights_only=True)``. A failed save leaves no temporary file and
     any earlier file at ``path`` untouched.
@@ -527,7 +526,6 @@ def save_checkpoint(
         step: training iterations done (the step to resume from).
         config: the resolved run configuration (converted by :func:`to_storable`).
         extra: any other metadata (metrics, history), converted by :func:`to_storable`.
-        scheduler_state: a learning-rate scheduler's ``state_dict()``.
 
     Returns:
         The path written.
@@ -545,7 +543,6 @@ def save_checkpoint(
             "step": int(step),
             "model": unwrap_model(model).state_dict(),
             "optimizer": None if optimizer is None else optimizer.state_dict(),
-            "scheduler": to_storable(scheduler_state, "scheduler_state"),
             "config": to_storable(config, "config"),
             "extra": to_storable(extra, "extra"),
             "rng": capture_rng_states(),
@@ -592,7 +589,7 @@ def load_checkpoint(
         strict: with False, load the matching tensors and ignore the rest.
 
     Returns:
-        The checkpoint dict: ``step``, ``config``, ``extra``, ``scheduler``, ``model``,
+        The checkpoint dict: ``step``, ``config``, ``extra``, ``model``,
         ``optimizer``, ``rng``, ...
 
     Raises:

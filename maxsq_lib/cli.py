@@ -24,8 +24,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 
 def _common(p: argparse.ArgumentParser, benchmark: bool = True) -> None:
     g = p.add_argument_group("run selection")
@@ -193,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     sm.add_argument("--runs", default="runs")
     sm.add_argument("--benchmark", default=None)
-    for p in (ts, ad, co):  # maxsq_lib.dryrun: check inputs and print the plan, run nothing
+    for p in (ts, ad, co):  # maxsq_lib.course.dryrun: check inputs and print the plan, run nothing
         p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
                        "run folders this would need, print configs and commands; exit 1 if missing")
         p.add_argument("--verbose", action="store_true", help="with --dry-run: full resolved configs")
@@ -307,7 +305,7 @@ def _cmd_data(args) -> int:
 
 def _cmd_train(args, stage: str) -> int:
     if getattr(args, "dry_run", False):
-        from .dryrun import dry_run_command
+        from .course.dryrun import dry_run_command
 
         return dry_run_command(args, "train-source" if stage == "source" else "adapt")
     from .engine import train
@@ -328,20 +326,63 @@ def _cmd_train(args, stage: str) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .engine.evaluate_cli import evaluate_command
+    """``maxsq evaluate``: score a run or a checkpoint file (ours or the authors' released ones);
+    it never deletes anything and refuses to overwrite an existing ``--output`` unless asked."""
+    from .engine.evaluation import evaluate
+    from .engine.runs import RunExistsError, write_json_atomic
+    from .engine.trainer import MissingInputError, build_dataset, resolve_device, run_dir_for
+    from .engine.weights import model_from_file
+    from .labels import class_set_for
+    from .models import unwrap_model
 
-    return evaluate_command(args)
+    method = args.method if args.method not in (None, "source") else None
+    cfg = resolve_from_args(args, method)
+    if args.split:
+        cfg.data.val_split = args.split
+    cfg.eval.full_resolution_labels = bool(args.full_resolution_labels)
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    elif args.method:
+        checkpoint = run_dir_for(cfg, "source" if method is None else "adapt") / "final.pt"
+    else:
+        raise MissingInputError("maxsq evaluate: give --checkpoint FILE or --method NAME "
+                                "(a finished run of this profile)")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.overwrite:
+        raise RunExistsError(f"{output} exists; pass --overwrite to replace it")
+    device = resolve_device(cfg.device)
+    if not checkpoint.is_file():
+        raise MissingInputError(f"checkpoint not found: {checkpoint} (expected a weight file: ours, "
+                                f"or the authors' released .pth)")
+    model, note = model_from_file(cfg, checkpoint, chosen=aspp_chosen(args))
+    cfg.model.aspp_branches = unwrap_model(model).aspp_branches
+    model = model.to(device)
+    print(note)
+    dataset = build_dataset(cfg, "val")
+    result = evaluate(model, dataset, class_set_for(cfg.data.num_classes), device=device,
+                      flip=args.flip, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
+                      amp=cfg.amp, progress=not args.no_progress,
+                      desc=f"evaluate {checkpoint.name}")
+    print(f"{cfg.benchmark} / {cfg.data.target} {cfg.data.val_split}: {checkpoint}")
+    print(result.table())
+    print(f"mean normalised entropy (label-free score): {result.mean_entropy:.4f}")
+    if output is not None:
+        write_json_atomic(output, {"checkpoint": str(checkpoint), "benchmark": cfg.benchmark,
+                                   "split": cfg.data.val_split, "aspp_branches": cfg.model.aspp_branches,
+                                   **result.to_dict()})
+        print(f"wrote {output}")
+    return 0
 
 
 def _cmd_reproduce(args) -> int:
-    from .engine.reproduce import reproduce
+    from .course.plans import reproduce
 
     reproduce(args)
     return 0
 
 
 def _cmd_summary(args) -> int:
-    from .engine.summary import write_summary
+    from .course.tables import write_summary
 
     paths = write_summary(args.runs, args.profile, args.benchmark)
     for p in paths:
@@ -352,10 +393,10 @@ def _cmd_summary(args) -> int:
 
 def _cmd_course(args) -> int:
     if getattr(args, "dry_run", False):
-        from .dryrun import dry_run_command
+        from .course.dryrun import dry_run_command
 
         return dry_run_command(args, "course")
-    from .course_runner import NotebookFailed, run_course
+    from .course.runner import NotebookFailed, run_course
 
     try:
         run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,
@@ -368,8 +409,8 @@ def _cmd_course(args) -> int:
 
 
 def _cmd_figures(args) -> int:
-    from .course_runner import default_figures_dir
-    from .figures import regenerate
+    from .course.runner import default_figures_dir
+    from .course.figures import regenerate
 
     out = args.out or default_figures_dir(args.profile, args.runs)
     written = regenerate(runs_root=args.runs, profile=args.profile, data_root=args.data_root,
@@ -380,6 +421,9 @@ def _cmd_figures(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before torch starts: libgomp's spin-waiting made training steps several times slower on a
+    # busy 2-core machine. An entry point's business, not an import's.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import ConfigError

@@ -18,7 +18,6 @@ loss               authors (``faithful=True``)             default          rati
 ``max_square``     ``-Σ p² / (2·B·C·H·W)``                 same             1
 ``iw_max_square``  ``-Σ_{b,n} w_n Σ_c p² / (B·C)``         with a ½         ½
 ``entropy``        ``Σ -p·log p / (B·C·H·W)``              same             1
-``iw_entropy``     ``Σ_{b,n} w_n Σ_c -p·log p / (B·C)``    same             1
 CE losses          mean over kept / non-ignored pixels     same, 0 if none  1 (theirs: NaN if none)
 =================  ======================================  ===============  ======================
 
@@ -53,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from maxsq_lib.labels import IGNORE_INDEX
+from .labels import IGNORE_INDEX
 
 IW_RATIO: float = 0.2
 """Default image-wise weighting exponent alpha (the authors' ``--IW_ratio``)."""
@@ -336,35 +335,6 @@ def iw_max_square(logits: Tensor, ratio: float = IW_RATIO, faithful: bool = Fals
     return _ImageWiseSquareSum.apply(_full_precision(logits), float(ratio), k / (b * c))
 
 
-def iw_entropy(logits: Tensor, ratio: float = IW_RATIO, faithful: bool = False) -> Tensor:
-    """Image-wise weighted entropy (the authors' ``IW_entropy`` mode): ``(1/(B·C)) Σ_{b,n} w_n H_n``.
-
-    ``H_n`` is pixel n's entropy and ``w_n`` the detached image-wise weight of its argmax class
-    (argmax of the logits, as the authors). Ratio 0 gives exactly :func:`entropy`.
-
-    Args:
-        logits: raw scores of the target images.
-        ratio: α.
-        faithful: accepted for a uniform signature; both modes give the authors' value.
-    Shape:
-        (B, C, H, W) -> scalar.
-    Returns:
-        scalar loss.
-    """
-    del faithful
-    _check_logits(logits)
-    b, c = logits.shape[:2]
-    with torch.no_grad():
-        weights = _pixel_weights_from_argmax(logits.max(dim=1).indices, c, ratio)
-    ent = pixel_entropy(logits)
-    return (ent * weights.to(ent.dtype)).sum() / (b * c)
-
-
-# ----------------------------------------------------------------------------------------------
-# cross-entropy losses: source, multi-level guidance, hard pseudo-labels
-# ----------------------------------------------------------------------------------------------
-
-
 def source_cross_entropy(logits: Tensor, label: Tensor) -> Tensor:
     """Cross-entropy with ignore -1, averaged over the non-ignored pixels.
 
@@ -405,20 +375,6 @@ def hard_pseudo_label(logits: Tensor, threshold: float = MULTI_THRESHOLD) -> Ten
     """
     confidence, label = softmax_probabilities(logits).max(dim=1)
     return torch.where(confidence > threshold, label, torch.full_like(label, IGNORE_INDEX))
-
-
-def hard_pseudo_label_loss(logits: Tensor, threshold: float = MULTI_THRESHOLD) -> Tensor:
-    """Cross-entropy against the logits' own confident argmax (the authors' ``hard`` mode).
-
-    Args:
-        logits: raw scores of the target images.
-        threshold: confidence threshold of :func:`hard_pseudo_label`.
-    Shape:
-        (B, C, H, W) -> scalar.
-    Returns:
-        scalar loss, 0 when no pixel is confident enough.
-    """
-    return source_cross_entropy(logits, hard_pseudo_label(logits, threshold))
 
 
 @torch.no_grad()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from maxsq_lib.labels import IGNORE_INDEX, MIOU_STAR_13_OF_16, SYNTHIA_16, ClassSet, class_set_for
+from .labels import IGNORE_INDEX, MIOU_STAR_13_OF_16, SYNTHIA_16, ClassSet, class_set_for
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -152,12 +152,6 @@ def fw_iou(conf: Tensor | np.ndarray) -> float:
     freq = m.sum(dim=1) / m.sum()
     present = freq > 0
     return float((freq[present] * per_class_iou(m)[present]).sum())
-
-
-def miou_16(conf: Tensor | np.ndarray) -> float:
-    """mIoU over the 16 SYNTHIA classes (the authors' ``MIoU_16``); ``conf`` must be 16×16."""
-    _require_synthia16(conf)
-    return miou(conf)
 
 
 def miou_star_13(conf: Tensor | np.ndarray) -> float:

@@ -30,3 +30,22 @@ def golden():
     arrays = dict(np.load(files[1]))
     keys = json.loads(files[2].read_text())
     return scalars, arrays, keys
+
+
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory):
+    """A smoke-profile MiniCity, generated once for the engine and weight-file tests."""
+    from data_prep.minicity import generate_minicity
+
+    root = tmp_path_factory.mktemp("minicity") / "minicity-smoke"
+    generate_minicity(root=root, profile="smoke", seed=0, progress=False, workers=1)
+    return root
+
+
+def smoke_cfg(root, runs, method=None, **over):
+    """The smoke profile's config on ``root``'s MiniCity, runs under ``runs``, one thread."""
+    from maxsq_lib import config as C
+
+    overrides = {"runs_root": str(runs), "data": {"root": str(root)}, "threads": 1}
+    C.deep_update(overrides, over)
+    return C.resolve("smoke", "minicity", method, overrides)

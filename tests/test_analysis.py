@@ -1,4 +1,4 @@
-"""Tests of maxsq_lib.analysis: closed-form gradients, share identities, constructed cases, IW maps."""
+"""Tests of maxsq_lib.course.analysis: closed-form gradients, share identities, constructed cases, IW maps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from maxsq_lib import analysis as A
+from maxsq_lib.course import analysis as A
 from maxsq_lib import losses as L
 
 POINTS = np.array([0.05, 0.3, 0.5, 0.6, 0.8, 0.95, 0.99, 0.999])

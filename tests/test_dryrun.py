@@ -14,7 +14,7 @@ import yaml
 from test_data import make_cityscapes, make_gta5, make_nthu
 
 from maxsq_lib.cli import build_parser, main, resolve_from_args
-from maxsq_lib.dryrun import (
+from maxsq_lib.course.dryrun import (
     check_dataset_split,
     command_argv,
     config_summary,

@@ -21,22 +21,9 @@ from maxsq_lib.engine import (RunExistsError, TrainingDiverged, evaluate, make_s
                               read_metrics, run_dir_for, train)
 from maxsq_lib.engine.trainer import MissingInputError
 
+from conftest import smoke_cfg  # noqa: E402  (tests/ is on sys.path under pytest)
+
 ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-
-
-@pytest.fixture(scope="session")
-def smoke_root(tmp_path_factory):
-    from data_prep.minicity import generate_minicity
-
-    root = tmp_path_factory.mktemp("minicity") / "minicity-smoke"
-    generate_minicity(root=root, profile="smoke", seed=0, progress=False, workers=1)
-    return root
-
-
-def smoke_cfg(root, runs, method=None, **over):
-    overrides = {"runs_root": str(runs), "data": {"root": str(root)}, "threads": 1}
-    C.deep_update(overrides, over)
-    return C.resolve("smoke", "minicity", method, overrides)
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +84,7 @@ def test_source_stage_has_its_own_evaluation_period(smoke_root, tmp_path):
 
 
 def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(source_run, smoke_root):
-    from maxsq_lib.engine.reproduce import Job, run_jobs
+    from maxsq_lib.course.plans import Job, run_jobs
     from maxsq_lib.engine.runs import check_reusable, config_mismatches
 
     runs, _ = source_run

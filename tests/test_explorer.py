@@ -12,7 +12,7 @@ import torch
 
 from maxsq_lib import config as C
 from maxsq_lib import losses
-from maxsq_lib.explorer import (PANEL_KEYS, SOURCE, WIDGET_CHILDREN, Explorer, class_histogram,
+from maxsq_lib.course.explorer import (PANEL_KEYS, SOURCE, WIDGET_CHILDREN, Explorer, class_histogram,
                                 find_explorable_runs)
 from maxsq_lib.labels import IGNORE_INDEX
 from maxsq_lib.models import deeplabv2_from_preset

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maxsq_lib import figures as F
+from maxsq_lib.course import figures as F
 from maxsq_lib.labels import MINICITY_10, NTHU_13
 
 PROFILE = "smoke"  # a real profile, so the data/checkpoint figures resolve a config and then skip

@@ -81,7 +81,6 @@ def test_default_scales_relate_to_faithful_by_documented_constants():
     z = _random_logits(seed=1)
     torch.testing.assert_close(L.max_square(z), L.max_square(z, faithful=True))
     torch.testing.assert_close(L.entropy(z), L.entropy(z, faithful=True))
-    torch.testing.assert_close(L.iw_entropy(z), L.iw_entropy(z, faithful=True))
     torch.testing.assert_close(L.iw_max_square(z), 0.5 * L.iw_max_square(z, faithful=True))
 
 
@@ -113,7 +112,7 @@ def test_entropy_value_and_extremes():
     assert ent.item() == 0.0 and torch.isfinite(saturated.grad).all()
 
 
-@pytest.mark.parametrize("fn", [L.entropy, L.max_square, L.iw_entropy, L.iw_max_square])
+@pytest.mark.parametrize("fn", [L.entropy, L.max_square, L.iw_max_square])
 def test_gradcheck_float64(fn):
     z = _random_logits(b=2, c=4, h=3, w=3, scale=1.0, seed=5).requires_grad_(True)
     assert torch.autograd.gradcheck(fn, (z,))
@@ -123,7 +122,6 @@ def test_iw_ratio_zero_reduces_to_plain_losses():
     z = _random_logits(seed=6)
     torch.testing.assert_close(L.iw_max_square(z, ratio=0.0), L.max_square(z))
     torch.testing.assert_close(L.iw_max_square(z, ratio=0.0, faithful=True), 2 * L.max_square(z, faithful=True))
-    torch.testing.assert_close(L.iw_entropy(z, ratio=0.0), L.entropy(z))
 
 
 def _imbalanced_batch(seed=7):
@@ -135,7 +133,7 @@ def _imbalanced_batch(seed=7):
 
 
 @pytest.mark.parametrize("faithful", [False, True])
-@pytest.mark.parametrize("fn", [L.iw_max_square, L.iw_entropy])
+@pytest.mark.parametrize("fn", [L.iw_max_square])
 def test_iw_batch_equals_mean_of_single_images(fn, faithful):
     z = _imbalanced_batch().requires_grad_(True)
     fn(z, ratio=0.2, faithful=faithful).backward()
@@ -260,15 +258,19 @@ def test_hard_pseudo_label_and_loss():
     z = _logits_from_probs([[0.97, 0.02, 0.01], [0.2, 0.1, 0.7], [0.01, 0.96, 0.03]]).requires_grad_(True)
     label = L.hard_pseudo_label(z, threshold=0.95)
     assert label.tolist() == [[[0, -1, 1]]]
-    loss = L.hard_pseudo_label_loss(z, threshold=0.95)
+    # the `hard` strategy: CE against the confident argmax, 0 when no pixel is confident enough
+    from maxsq_lib.engine.strategies import make_strategy
+
+    loss, logs = make_strategy("hard", lambda_target=1.0, threshold=0.95)(z, z)
     assert loss.item() == pytest.approx(-(math.log(0.97) + math.log(0.96)) / 2, rel=1e-9)
-    assert L.hard_pseudo_label_loss(z, threshold=0.99).item() == 0.0
+    assert float(logs["pseudo_label_fraction"]) == pytest.approx(2 / 3)
+    assert make_strategy("hard", lambda_target=1.0, threshold=0.99)(z, z)[0].item() == 0.0
 
 
 # --------------------------------------------------------------------------- precision, inputs ---
 
 
-@pytest.mark.parametrize("fn", [L.max_square, L.iw_max_square, L.entropy, L.iw_entropy, L.hard_pseudo_label_loss])
+@pytest.mark.parametrize("fn", [L.max_square, L.iw_max_square, L.entropy])
 def test_low_precision_logits_are_computed_in_float32(fn):
     z16 = _random_logits(seed=13, dtype=torch.float32).to(torch.bfloat16)
     value = fn(z16)
@@ -295,9 +297,9 @@ def test_losses_do_not_synchronise_on_cuda():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        total = L.iw_max_square(z) + L.iw_entropy(z) + L.max_square(z) + L.entropy(z)
+        total = L.iw_max_square(z) + L.max_square(z) + L.entropy(z)
         total = total + L.multi_level_guidance(z, aux)[0] + L.source_cross_entropy(z, label)
-        total = total + L.hard_pseudo_label_loss(z)
+        total = total + L.source_cross_entropy(z, L.hard_pseudo_label(z))
         total.backward()
         L.iw_pixel_weights(z.detach())
     finally:

@@ -47,7 +47,7 @@ def smoke_course(tmp_path_factory):
     """Smoke data and every run of the course, trained in-process."""
     from data_prep.minicity import generate_minicity
     from maxsq_lib.cli import main as maxsq
-    from maxsq_lib.course_runner import plan_course_jobs
+    from maxsq_lib.course.runner import plan_course_jobs
 
     base = tmp_path_factory.mktemp("course")
     data, runs = base / "minicity-smoke", base / "runs"
@@ -79,7 +79,7 @@ def test_notebooks_run_in_the_smoke_profile(smoke_course):
 def test_course_runner_executes_notebooks_in_parallel_and_names_a_failure(tmp_path):
     import nbformat
 
-    from maxsq_lib.course_runner import NotebookFailed, NotebookRun, execute_notebooks
+    from maxsq_lib.course.runner import NotebookFailed, NotebookRun, execute_notebooks
 
     folder = tmp_path / "notebooks"
     folder.mkdir()

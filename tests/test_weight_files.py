@@ -29,22 +29,9 @@ from maxsq_lib.engine.weights import follow_file_heads, heads_for
 from maxsq_lib.labels import class_set_for
 from maxsq_lib.models import deeplabv2_from_preset
 
+from conftest import smoke_cfg  # noqa: E402  (tests/ is on sys.path under pytest)
+
 ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-
-
-@pytest.fixture(scope="module")
-def smoke_root(tmp_path_factory):
-    from data_prep.minicity import generate_minicity
-
-    root = tmp_path_factory.mktemp("minicity") / "minicity-smoke"
-    generate_minicity(root=root, profile="smoke", seed=0, progress=False, workers=1)
-    return root
-
-
-def smoke_cfg(root, runs, method=None, **over):
-    overrides = {"runs_root": str(runs), "data": {"root": str(root)}, "threads": 1}
-    C.deep_update(overrides, over)
-    return C.resolve("smoke", "minicity", method, overrides)
 
 
 def cli(*args, timeout=300):

@@ -191,3 +191,18 @@ def apply_augmentation(
     if augmentation.blur_radius is not None:
         image = image.filter(ImageFilter.GaussianBlur(radius=augmentation.blur_radius))
     return image, label
+
+
+def denormalize_bgr(image: np.ndarray, mean_bgr=(104.00699, 116.66877, 122.67891)) -> np.ndarray:
+    """Undo the authors' preprocessing for display (the inverse of :func:`image_to_tensor`).
+
+    Args:
+        image: float array (3, H, W), BGR, mean subtracted (a dataset item).
+    Shape:
+        (3, H, W) -> (H, W, 3).
+    Returns:
+        RGB uint8 image.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    bgr = image + np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
+    return np.clip(bgr[::-1].transpose(1, 2, 0), 0, 255).round().astype(np.uint8)

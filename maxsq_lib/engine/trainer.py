@@ -629,7 +629,7 @@ def _tensorboard(run_dir: Path, dist, purge_step: int):
 def _log_images(writer, model, val_ds, class_set, device, iteration: int, count: int = 2) -> None:
     """Input, label, prediction and entropy panels for the first ``count`` val images."""
     from ..labels import colorize
-    from ..viz import denormalize_bgr
+    from ..data.transforms import denormalize_bgr
     from .evaluation import normalized_entropy, predict_probabilities
 
     was_training = model.training

@@ -4,7 +4,7 @@
 :func:`class_frequency_figure` compares these shares across domains (the class imbalance that
 makes entropy minimisation favour easy classes); :func:`sample_grid` shows images beside their
 coloured labels, one column pair per domain. Save the figures with
-:func:`maxsq_lib.viz.save_figure`.
+:func:`maxsq_lib.course.style.save_figure`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..labels import ClassSet, class_set_for
-from ..viz import denormalize_bgr, figure_style, label_panel, legend_handles
+from .style import denormalize_bgr, figure_style, label_panel, legend_handles
 
 _DOMAIN_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 

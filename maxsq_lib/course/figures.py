@@ -3,7 +3,7 @@
 :func:`regenerate` reads the ``metrics.json`` of every finished run under
 ``<runs>/<profile>/`` and writes a fixed set of PNG files plus ``results.md`` into one folder.
 Regenerating from the same runs gives identical bytes: figures go through
-:func:`maxsq_lib.viz.save_figure` (no timestamps in the metadata, fixed size and DPI), every
+:func:`maxsq_lib.course.style.save_figure` (no timestamps in the metadata, fixed size and DPI), every
 iteration order is sorted, and ``results.md`` quotes the dates and commits recorded *in the runs*
 (``provenance``), never today's. A figure whose evidence is missing (no λ sweep, no cross-city
 runs, no checkpoints, no data) is skipped and the reason noted in ``results.md``; nothing else in
@@ -14,7 +14,7 @@ course figure (``05_evaluation``: :func:`results_figure`, :func:`per_class_gain_
 :func:`selection_rules_figure`, :func:`flip_figure`, :func:`qualitative_figure`,
 :func:`lambda_sweep_figure`, :func:`bn_mode_figure`; ``04_adaptation``: :func:`training_curves_figure`;
 ``03_gradient_analysis``: :func:`gradient_curves_figure`; ``06_cross_city``:
-:func:`cross_city_figure`). Tables are from :mod:`maxsq_lib.engine.summary`.
+:func:`cross_city_figure`). Tables are from :mod:`maxsq_lib.course.tables`.
 
 The paper's numbers are those of Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with
 Maximum Squares Loss", ICCV 2019, as listed in the README of ZJULearning/MaxSquareLoss (SYNTHIA rows
@@ -37,9 +37,9 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .engine.runs import find_runs  # noqa: E402
-from .engine.summary import markdown_tables, summarize_runs  # noqa: E402
-from .viz import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,  # noqa: E402
+from ..engine.runs import find_runs  # noqa: E402
+from .tables import markdown_tables, summarize_runs  # noqa: E402
+from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,  # noqa: E402
                   legend_handles, save_figure)
 
 # ------------------------------------------------------------------------------------ constants
@@ -827,7 +827,7 @@ def binary_gradient_curves(p: np.ndarray | Sequence[float]) -> dict[str, np.ndar
     """
     import torch
 
-    from .losses import entropy, max_square
+    from ..losses import entropy, max_square
 
     p_np = np.asarray(p, dtype=np.float64).reshape(-1)
     if p_np.size == 0 or not np.all((p_np > 0) & (p_np < 1)):
@@ -884,8 +884,8 @@ def gradient_curves_figure(p: np.ndarray | None = None) -> Figure:
 
 def _course_config(profile: str, benchmark: str, method: str | None, runs_root, data_root, seed: int = 0):
     """The run config of a course run, without augmentation (figures must be deterministic)."""
-    from . import course
-    from .config import ConfigError
+    from .. import course
+    from ..config import ConfigError
 
     try:
         return course.config_for(profile, benchmark, method, runs_root=str(runs_root), data_root=data_root,
@@ -905,8 +905,8 @@ def data_figures(profile: str, benchmark: str, data_root: str | None = None,
                  runs_root: str | os.PathLike = "runs") -> tuple[Figure, Figure]:
     """The class-frequency figure and the sample grid of a benchmark's source train and target val.
 
-    Uses :func:`maxsq_lib.data.stats.class_frequency_figure` (first :data:`FREQUENCY_LIMIT` images
-    per domain) and :func:`~maxsq_lib.data.stats.sample_grid` (items
+    Uses :func:`maxsq_lib.course.stats.class_frequency_figure` (first :data:`FREQUENCY_LIMIT` images
+    per domain) and :func:`~maxsq_lib.course.stats.sample_grid` (items
     :data:`QUALITATIVE_INDICES`, no augmentation). Notebook ``01_data``.
 
     Args:
@@ -919,9 +919,9 @@ def data_figures(profile: str, benchmark: str, data_root: str | None = None,
     Raises:
         MissingEvidence: the data root does not exist or a dataset cannot be read.
     """
-    from . import course
-    from .data.stats import class_frequencies, class_frequency_figure, sample_grid
-    from .labels import class_set_for
+    from .. import course
+    from .stats import class_frequencies, class_frequency_figure, sample_grid
+    from ..labels import class_set_for
 
     cfg = _data_config(profile, benchmark, runs_root, data_root)
     try:
@@ -964,9 +964,9 @@ def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
     """
     import torch
 
-    from . import course
-    from .engine.trainer import run_dir_for
-    from .labels import class_set_for
+    from .. import course
+    from ..engine.trainer import run_dir_for
+    from ..labels import class_set_for
 
     cfg = _data_config(profile, benchmark, runs_root, data_root)
     columns: list[tuple[str, object]] = []

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 
 import yaml
 
-from . import config as C
+from .. import config as C
 
 SPOT_ENTRIES = 3
 """List entries whose files the dry run looks for (the rest is ``maxsq data check``'s job)."""
@@ -267,7 +267,7 @@ def check_dataset_split(name: str, root: str | os.PathLike, split: str, *, city:
     Returns:
         an :class:`Item` whose ``path`` is the list file.
     """
-    from .data import DATASETS, NTHU, DatasetError, get_dataset
+    from ..data import DATASETS, NTHU, DatasetError, get_dataset
 
     cls = DATASETS[name]
     root = Path(root)
@@ -335,16 +335,16 @@ def check_checkpoint(what: str, path: Path, hint: str) -> Item:
 
 
 def _parse(argv: list[str]):
-    from .cli import build_parser
+    from ..cli import build_parser
 
     return build_parser().parse_args(argv)
 
 
 def _run_from_argv(argv: list[str]) -> PlannedRun:
     """The run a ``maxsq`` command line describes, named after its folder (``source_multi seed0``)."""
-    from .cli import resolve_from_args
-    from .engine.runs import run_name
-    from .engine.trainer import run_dir_for
+    from ..cli import resolve_from_args
+    from ..engine.runs import run_name
+    from ..engine.trainer import run_dir_for
 
     ns = _parse(argv)
     stage = "source" if argv[0] == "train-source" else "adapt"
@@ -414,8 +414,8 @@ def _course_argv(argv: list[str], keep_data_root: bool) -> list[str]:
 def _course_runs(args) -> tuple[list[PlannedRun], set[str], str]:
     """The runs ``maxsq course`` would train, then the five-method table of each benchmark it does
     not train; returns ``(runs, benchmarks the course trains, data root)``."""
-    from .course_runner import ADAPT_METHODS, plan_course_jobs
-    from .engine.reproduce import plan_jobs
+    from .runner import ADAPT_METHODS, plan_course_jobs
+    from .plans import plan_jobs
 
     overrides = {"data": {"root": args.data_root}} if args.data_root else None
     data_root = C.resolve(args.profile, overrides=overrides).data.root
@@ -455,7 +455,7 @@ _ROLE_ORDER = ("source training", "source val", "adaptation target", "evaluation
 
 
 def _run_state(run: PlannedRun, paths: _Paths, course: bool, args, keep_data_root: bool) -> Item:
-    from .engine.runs import FINISHED_MARKER, is_finished
+    from ..engine.runs import FINISHED_MARKER, is_finished
 
     run_dir = paths.at(run.run_dir)
     shown = str(run_dir / "config.yaml")
@@ -500,7 +500,7 @@ def _check_checkpoints(run: PlannedRun, bench: BenchmarkReport, paths: _Paths,
                        planned_dirs: dict[Path, str], keep_data_root: bool) -> list[str]:
     """Add the run's checkpoint needs to ``bench``; returns commands that would produce missing
     source models."""
-    from .engine.runs import source_run_dir
+    from ..engine.runs import source_run_dir
 
     c = run.cfg
     extra_commands: list[str] = []
@@ -567,7 +567,7 @@ def _check_run(run: PlannedRun, bench: BenchmarkReport, paths: _Paths, cache: di
 def _papermill(cfg: C.RunConfig, stage: str, first_benchmark: str, args, base: Path) -> str:
     """The papermill command of one notebook execution, as ``maxsq course`` names it. Notebooks
     move to the project root, so paths relative to another working folder are made absolute."""
-    from .course import project_root
+    from .notebook import project_root
 
     def where(path: str) -> str:
         return path if Path(path).is_absolute() or base == project_root() else str(base / path)
@@ -677,7 +677,7 @@ def _item_line(item: Item, indent: str) -> str:
 def _format_benchmark(bench: BenchmarkReport, verbose: bool, base: Path) -> list[str]:
     first = bench.runs[0].cfg
     d = first.data
-    from .labels import class_set_for
+    from ..labels import class_set_for
 
     target = f"{d.target}/{d.city}" if d.city else d.target
     title = (f"== {bench.benchmark}: {d.source} → {target}, {d.num_classes} classes "
@@ -737,8 +737,8 @@ def _general_items(command: str, profile: str, runs: list[PlannedRun], paths: _P
     if command == "course":
         import importlib.util
 
-        from .course import project_root
-        from .course_runner import notebook_plan
+        from .notebook import project_root
+        from .runner import notebook_plan
 
         folder = project_root() / "notebooks"
         names = list(dict.fromkeys(nb.notebook for nb in notebook_plan(profile)))
@@ -777,10 +777,10 @@ def plan_dry_run(args, command: str, base: str | os.PathLike | None = None) -> D
     Returns:
         the :class:`DryRunReport` (nothing is written).
     """
-    from .cli import resolve_from_args
-    from .course import project_root
-    from .engine.runs import run_name
-    from .engine.trainer import run_dir_for
+    from ..cli import resolve_from_args
+    from .notebook import project_root
+    from ..engine.runs import run_name
+    from ..engine.trainer import run_dir_for
 
     course = command == "course"
     if base is None:

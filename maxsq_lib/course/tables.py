@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import find_runs, write_json_atomic
+from ..engine.runs import find_runs, write_json_atomic
 
 METHOD_ORDER = ("source", "source_multi", "none", "minent", "maxsquare", "maxsquare_iw",
                 "maxsquare_iw_multi", "hard")
@@ -148,7 +148,3 @@ def write_summary(runs_root: str, profile: str, benchmark: str | None = None) ->
     tmp.write_text("\n".join(md))
     tmp.replace(md_path)
     return [json_path, md_path]
-
-
-def load_summary(runs_root: str, profile: str) -> dict:
-    return json.loads((Path(runs_root) / profile / "summary.json").read_text())

@@ -13,25 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-# Deterministic SVG ids and text; must be set before matplotlib draws anything.
-os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+import matplotlib.pyplot as plt
 
-import matplotlib  # noqa: E402
-
-if os.environ.get("MPLBACKEND") is None and not os.environ.get("DISPLAY"):
-    # Headless machines; notebooks select their inline backend themselves.
-    try:
-        import IPython  # noqa: F401
-
-        _in_ipython = IPython.get_ipython() is not None
-    except ImportError:
-        _in_ipython = False
-    if not _in_ipython:
-        matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .labels import ClassSet, class_set_for, colorize  # noqa: E402
+from ..data.transforms import denormalize_bgr  # noqa: F401  (re-exported for the figures)
+from ..labels import ClassSet, class_set_for, colorize
 
 STYLE: dict = {
     "figure.dpi": 100,
@@ -95,21 +80,6 @@ def save_figure(fig, path: str | os.PathLike, close: bool = True) -> Path:
     if close:
         plt.close(fig)
     return path
-
-
-def denormalize_bgr(image: np.ndarray, mean_bgr=(104.00699, 116.66877, 122.67891)) -> np.ndarray:
-    """Undo the authors' preprocessing for display.
-
-    Args:
-        image: float array (3, H, W), BGR, mean subtracted (a dataset item).
-    Shape:
-        (3, H, W) -> (H, W, 3).
-    Returns:
-        RGB uint8 image.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    bgr = image + np.asarray(mean_bgr, dtype=np.float32)[:, None, None]
-    return np.clip(bgr[::-1].transpose(1, 2, 0), 0, 255).round().astype(np.uint8)
 
 
 def label_panel(ax, label: np.ndarray, class_set: ClassSet | int | str, title: str | None = None):

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from . import __version__  # noqa: E402
-from . import config as C  # noqa: E402
+from .. import __version__
+from .. import config as C
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -63,7 +60,7 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
     if overrides:
         C.deep_update(extra, overrides)
     cfg = C.resolve(profile, benchmark, method, extra)
-    from .engine.weights import follow_start_heads
+    from ..engine.weights import follow_start_heads
 
     chosen = "aspp_branches" in ((overrides or {}).get("model") or {})
     note = follow_start_heads(cfg, "adapt" if method not in (None, "source") else "source", chosen=chosen)
@@ -76,7 +73,7 @@ def setup(cfg: C.RunConfig | None = None, seed: int | None = None) -> torch.devi
     """Move to the project root, seed, print versions and the device; returns the device."""
     root = project_root()
     os.chdir(root)
-    from .engine.trainer import resolve_device, seed_everything
+    from ..engine.trainer import resolve_device, seed_everything
 
     device = resolve_device(cfg.device if cfg else "auto")
     seed_everything(cfg.seed if cfg and seed is None else (seed or 0))
@@ -107,8 +104,8 @@ def ensure_run(cfg: C.RunConfig, stage: str, progress: bool = True) -> dict:
     Returns:
         the run's ``metrics.json`` content.
     """
-    from .engine import is_finished, read_metrics, run_dir_for, train
-    from .engine.runs import check_reusable
+    from ..engine import is_finished, read_metrics, run_dir_for, train
+    from ..engine.runs import check_reusable
 
     run_dir = run_dir_for(cfg, stage)
     if is_finished(run_dir):
@@ -124,8 +121,8 @@ def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
                    device: torch.device | str = "cpu") -> torch.nn.Module:
     """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode; its
     heads follow the checkpoint's recorded ASPP branches."""
-    from .engine.trainer import run_dir_for
-    from .engine.weights import model_from_file
+    from ..engine.trainer import run_dir_for
+    from ..engine.weights import model_from_file
 
     model, _note = model_from_file(cfg, run_dir_for(cfg, stage) / f"{which}.pt")
     return model.to(device).eval()
@@ -133,7 +130,7 @@ def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
 
 def dataset(cfg: C.RunConfig, role: str = "val"):
     """One of a run's datasets: ``source``, ``target``, ``val`` or ``source_val``."""
-    from .engine.trainer import build_dataset
+    from ..engine.trainer import build_dataset
 
     return build_dataset(cfg, role)
 
@@ -147,7 +144,7 @@ def predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device |
         images (B, 3, H, W) -> ``probs`` (B, C, H, W), ``pred`` (B, H, W), ``entropy`` (B, H, W),
         ``aux_probs`` (B, C, H, W).
     """
-    from .engine.evaluation import normalized_entropy, predict_probabilities
+    from ..engine.evaluation import normalized_entropy, predict_probabilities
 
     images = images.to(device)
     probs = predict_probabilities(model, images, flip=flip)
@@ -161,7 +158,3 @@ def batch(ds, indices) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     items = [ds[i] for i in indices]
     return (torch.stack([it[0] for it in items]), torch.stack([it[1] for it in items]),
             [it[2] for it in items])
-
-
-def in_notebook() -> bool:
-    return "ipykernel" in sys.modules

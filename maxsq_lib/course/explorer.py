@@ -41,12 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import losses
-from .config import RunConfig, from_dict, load_yaml
-from .engine.runs import is_finished, source_run_dir
-from .engine.summary import METHOD_ORDER
-from .labels import IGNORE_INDEX, ClassSet, class_set_for, colorize
-from .viz import STYLE, denormalize_bgr, legend_handles
+from .. import losses
+from ..config import RunConfig, from_dict, load_yaml
+from ..engine.runs import is_finished, source_run_dir
+from .tables import METHOD_ORDER
+from ..labels import IGNORE_INDEX, ClassSet, class_set_for, colorize
+from .style import STYLE, denormalize_bgr, legend_handles
 
 SOURCE = "source"
 """Name under which the explorer lists the source-only model (whatever its run folder is called)."""
@@ -103,7 +103,7 @@ def find_explorable_runs(cfg: RunConfig) -> dict[str, Path]:
 
 def _load_run_model(run_dir: Path, fallback: RunConfig) -> torch.nn.Module:
     """The final model of a run, built from the run's own ``config.yaml`` when it has one."""
-    from .engine.weights import model_from_file
+    from ..engine.weights import model_from_file
 
     cfg_path = run_dir / "config.yaml"
     run_cfg = from_dict(load_yaml(cfg_path), str(cfg_path)) if cfg_path.is_file() else fallback
@@ -197,7 +197,7 @@ class Explorer:
             self._models = {}
             self.methods = list(self.run_dirs)
         if dataset is None:
-            from .engine.trainer import build_dataset
+            from ..engine.trainer import build_dataset
 
             dataset = build_dataset(cfg, "val")
         if len(dataset) == 0:

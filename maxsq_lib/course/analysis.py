@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import losses
+from .. import losses
 
 LOSS_NAMES: tuple[str, ...] = ("entropy", "maxsquare", "maxsquare_iw")
 """Losses :func:`gradient_shares` knows: MinEnt, MaxSquare, image-wise weighted MaxSquare."""
@@ -358,7 +358,7 @@ def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
         arrays and floats; ``total_norm`` is ``Σ_n g_n`` for the batch loss at the library's scale,
         ``mean_norm`` its mean per pixel.
     """
-    from . import losses as loss_module  # the argument shadows the module name
+    from .. import losses as loss_module  # the argument shadows the module name
 
     _check_logits(logits)
     edges = _check_bins(bins, logits.shape[1])
@@ -438,7 +438,7 @@ def iw_weight_maps(logits: Tensor, ratio: float = 0.2) -> np.ndarray:
 
 
 def _loss_color(name: str) -> str:
-    from .viz import METHOD_COLORS
+    from .style import METHOD_COLORS
 
     return METHOD_COLORS[_LOSS_COLOR_KEYS[name]]
 
@@ -537,7 +537,7 @@ def plot_iw_weight_maps(images: np.ndarray, predictions: np.ndarray, weights: np
     classes.
 
     Args:
-        images: RGB images (e.g. :func:`maxsq_lib.viz.denormalize_bgr` of dataset items).
+        images: RGB images (e.g. :func:`maxsq_lib.course.style.denormalize_bgr` of dataset items).
         predictions: argmax maps.
         weights: :func:`iw_weight_maps` output for the same images.
         class_set: a ClassSet (or its size) for the colours.
@@ -549,7 +549,7 @@ def plot_iw_weight_maps(images: np.ndarray, predictions: np.ndarray, weights: np
     """
     import matplotlib.pyplot as plt
 
-    from .viz import label_panel
+    from .style import label_panel
 
     n = len(images)
     if not (len(predictions) == len(weights) == n) or n == 0:

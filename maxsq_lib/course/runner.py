@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from .course import project_root
+from .notebook import project_root
 
 ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
 """Methods of the main table (04_adaptation runs once per method)."""
@@ -66,7 +66,7 @@ def job_args(profile: str, runs: str, data_root: str | None, seeds: list[int],
              device: str | None = None) -> list[SimpleNamespace]:
     """``maxsq reproduce`` argument sets for the runs the course needs (main table + studies,
     and the cross-city runs)."""
-    from .config import benchmarks_of
+    from ..config import benchmarks_of
 
     base = dict(profile=profile, runs=runs, data_root=data_root, device=device, overrides=[],
                 jobs=1)
@@ -86,7 +86,7 @@ def job_args(profile: str, runs: str, data_root: str | None, seeds: list[int],
 def plan_course_jobs(profile: str, runs: str, data_root: str | None, seeds: list[int],
                      device: str | None = None):
     """All training jobs of the course, deduplicated (shared source runs appear once)."""
-    from .engine.reproduce import plan_jobs
+    from .plans import plan_jobs
 
     jobs, seen = [], set()
     for args in job_args(profile, runs, data_root, seeds, device):
@@ -194,9 +194,9 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     Returns:
         timings per stage.
     """
-    from .config import resolve
-    from .engine.reproduce import run_jobs
-    from .engine.summary import write_summary
+    from ..config import resolve
+    from .plans import run_jobs
+    from .tables import write_summary
 
     seeds = list(seeds or [0])
     root = project_root()

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .runs import check_reusable, is_finished, source_run_dir
+from ..engine.runs import check_reusable, is_finished, source_run_dir
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Job:
 def plan_jobs(args) -> list[Job]:
     """The jobs of a reproduction, in dependency order."""
     from ..cli import resolve_from_args
-    from .trainer import run_dir_for
+    from ..engine.trainer import run_dir_for
 
     def common(seed: int) -> list[str]:
         out = ["--profile", args.profile, "--runs", args.runs, "--seed", str(seed), "--no-progress"]
@@ -172,7 +172,7 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
 
 
 def reproduce(args) -> None:
-    from .summary import write_summary
+    from .tables import write_summary
 
     jobs = plan_jobs(args)
     t0 = time.perf_counter()
