@@ -7,6 +7,7 @@ Commands::
     maxsq data check NAME    read every listed image/label pair and report problems
     maxsq train-source       source-only pretraining
     maxsq adapt --method M   adaptation from the source model
+    maxsq run --config FILE  train the run a resolved config describes (what planned jobs run)
     maxsq evaluate           evaluate a run or a checkpoint (also the authors' released files)
     maxsq reproduce          source + every method for several seeds, then the summary
     maxsq summary            results table of finished runs (summary.json + summary.md)
@@ -151,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
 
     # reproduce / summary
+    rn = sub.add_parser("run", help="train the run a resolved config file describes (a planned "
+                        "job's <run folder>/job.yaml, or any run's config.yaml)")
+    rn.add_argument("--config", required=True, help="a resolved run config (YAML)")
+    rn.add_argument("--stage", required=True, choices=["source", "adapt"])
+    _train_flags(rn)
     rp = sub.add_parser("reproduce", help="source + each method for several seeds, then summary")
     _common(rp)
     rp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -303,12 +309,9 @@ def _cmd_data(args) -> int:
     return 0 if report.ok else 1
 
 
-def _cmd_train(args, stage: str) -> int:
+def _cmd_train(args, stage: str, argv: list[str]) -> int:
     if getattr(args, "dry_run", False):
-        from .course.dryrun import dry_run_command
-
-        return dry_run_command(args, "train-source" if stage == "source" else "adapt")
-    from .engine import train
+        return _dry_run(argv)
     from .engine.weights import follow_start_heads
 
     method = args.method if stage == "adapt" else None
@@ -316,6 +319,12 @@ def _cmd_train(args, stage: str) -> int:
     note = follow_start_heads(cfg, stage, chosen=aspp_chosen(args))
     if note:
         print(f"starting weights: {note}")
+    return _train_and_report(cfg, stage, args)
+
+
+def _train_and_report(cfg, stage: str, args) -> int:
+    from .engine import train
+
     metrics = train(cfg, stage, resume=args.resume, overwrite=args.overwrite,
                     progress=not args.no_progress)
     last = metrics["last"]
@@ -323,6 +332,14 @@ def _cmd_train(args, stage: str) -> int:
           f"best {100 * metrics['best_on_target_val']['miou']:.2f}; outputs in "
           f"{Path(cfg.runs_root) / cfg.profile / cfg.benchmark}")
     return 0
+
+
+def _cmd_run(args) -> int:
+    """``maxsq run``: a worker of the job pool, or a user re-running a planned run by hand."""
+    from . import config as C
+
+    cfg = C.from_dict(C.load_yaml(args.config), str(args.config))
+    return _train_and_report(cfg, args.stage, args)
 
 
 def _cmd_evaluate(args) -> int:
@@ -375,10 +392,46 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from .course.plans import reproduce
+    from .course.plans import plan_jobs, reproduce, study_variants
 
-    reproduce(args)
+    studies = study_variants(args.lambda_sweep or (), args.sweep_methods, args.match_lambda,
+                             match=args.match_gradient, bn_frozen=args.bn_frozen)
+    jobs = plan_jobs(args.profile, args.benchmark, args.seeds, args.methods, studies, runs=args.runs,
+                     data_root=args.data_root, device=args.device, overrides=args.overrides)
+    reproduce(jobs, args.jobs, args.runs, args.profile, args.benchmark)
     return 0
+
+
+def shown_command(argv: list[str], benchmark: str) -> list[str]:
+    """A ``train-source`` / ``adapt`` command line as the user typed it, without ``--dry-run`` and
+    ``--verbose``, naming the benchmark it resolved to."""
+    shown = [a for a in argv if a not in ("--dry-run", "--verbose")]
+    if not any(a == "--benchmark" or a.startswith("--benchmark=") for a in shown):
+        at = shown.index("--profile") + 2 if "--profile" in shown[:-1] else 1
+        shown[at:at] = ["--benchmark", benchmark]
+    return shown
+
+
+def dry_run_report(argv: list[str], base=None):
+    """The :class:`~maxsq_lib.course.dryrun.DryRunReport` of ``maxsq <argv> --dry-run``."""
+    from .course.dryrun import plan_dry_run
+
+    args = build_parser().parse_args(argv)
+    if args.command == "course":
+        return plan_dry_run(args, "course", base=base)
+    stage = "source" if args.command == "train-source" else "adapt"
+    cfg = resolve_from_args(args, args.method if stage == "adapt" else None)
+    return plan_dry_run(args, args.command, base=base, cfg=cfg,
+                        shown=shown_command(list(argv), cfg.benchmark))
+
+
+def _dry_run(argv: list[str]) -> int:
+    """What ``--dry-run`` does: print the report; 1 when something required is missing, else 0."""
+    from .course.dryrun import print_report
+
+    report = dry_run_report(argv)
+    print_report(report, verbose="--verbose" in argv)
+    return 0 if report.ok else 1
 
 
 def _cmd_summary(args) -> int:
@@ -391,11 +444,9 @@ def _cmd_summary(args) -> int:
     return 0
 
 
-def _cmd_course(args) -> int:
+def _cmd_course(args, argv: list[str]) -> int:
     if getattr(args, "dry_run", False):
-        from .course.dryrun import dry_run_command
-
-        return dry_run_command(args, "course")
+        return _dry_run(argv)
     from .course.runner import NotebookFailed, run_course
 
     try:
@@ -425,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     # busy 2-core machine. An entry point's business, not an import's.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     from .config import ConfigError
     from .engine.runs import RunExistsError
@@ -446,9 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "data":
             return _cmd_data(args)
         if args.command == "train-source":
-            return _cmd_train(args, "source")
+            return _cmd_train(args, "source", argv)
         if args.command == "adapt":
-            return _cmd_train(args, "adapt")
+            return _cmd_train(args, "adapt", argv)
+        if args.command == "run":
+            return _cmd_run(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         if args.command == "reproduce":
@@ -456,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "summary":
             return _cmd_summary(args)
         if args.command == "course":
-            return _cmd_course(args)
+            return _cmd_course(args, argv)
         if args.command == "figures":
             return _cmd_figures(args)
     except known as exc:

@@ -13,13 +13,11 @@ import torch
 import yaml
 from test_data import make_cityscapes, make_gta5, make_nthu
 
-from maxsq_lib.cli import build_parser, main, resolve_from_args
+from maxsq_lib.cli import build_parser, dry_run_report, main, resolve_from_args, shown_command
 from maxsq_lib.course.dryrun import (
     check_dataset_split,
-    command_argv,
     config_summary,
     inspect_checkpoint_file,
-    plan_dry_run,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +36,15 @@ def tree(folder: Path) -> list[tuple[str, int, int]]:
 
 
 def parse(*argv: str):
-    return build_parser().parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
+    args.typed = list(argv)  # the command line as typed, for plan()
+    return args
+
+
+def plan(args, command: str, base):
+    """The dry-run report of the command line ``args`` was parsed from, as ``maxsq`` makes it."""
+    assert args.command == command
+    return dry_run_report(args.typed, base=base)
 
 
 def by_benchmark(report) -> dict:
@@ -116,8 +122,8 @@ def test_train_source_on_smoke_minicity_is_complete(smoke_data, tmp_path, capsys
     assert "16 entries; the first 3 entries' files exist" in out  # smoke: 16 GTA5 train images
     assert f"✔ Cityscapes val list: {smoke_data}/Cityscapes/list/val.txt" in out
     assert "○ source_multi seed0 (to train)" in out
-    assert (f"maxsq train-source --profile smoke --benchmark minicity --runs {runs} "
-            f"--data-root {smoke_data}") in out
+    assert (f"maxsq train-source --profile smoke --benchmark minicity --data-root {smoke_data} "
+            f"--runs {runs}") in out  # as typed, with the benchmark it resolved to
     assert "torchrun --nproc_per_node=N -m maxsq_lib train-source --profile smoke" in out
     assert "everything the command needs is present (exit code 0)" in out
     assert tree(smoke_data) == before and not runs.exists()
@@ -156,7 +162,7 @@ def test_course_on_smoke_counts_on_generating_minicity(tmp_path, capsys):
 def test_fabricated_gta5_layout_is_complete_for_source_training(paper_layout):
     base, data, runs = paper_layout
     before = tree(base)
-    report = plan_dry_run(parse("course", "--profile", "paper", "--data-root", str(data),
+    report = plan(parse("course", "--profile", "paper", "--data-root", str(data),
                                 "--runs", str(runs)), "course", base=base)
     benches = by_benchmark(report)
     assert list(benches) == PAPER_BENCHMARKS
@@ -195,10 +201,10 @@ def test_fabricated_gta5_layout_is_complete_for_source_training(paper_layout):
 def test_fabricated_layout_passes_train_source_and_adapt_needs_the_source_checkpoint(paper_layout):
     base, data, runs = paper_layout
     common = ["--profile", "paper", "--data-root", str(data), "--runs", str(runs)]
-    source = plan_dry_run(parse("train-source", *common), "train-source", base=base)
+    source = plan(parse("train-source", *common), "train-source", base=base)
     assert source.ok, source.format()
     assert [b.benchmark for b in source.benchmarks] == ["gta5_cityscapes"]
-    adapt = plan_dry_run(parse("adapt", "--method", "maxsquare", *common), "adapt", base=base)
+    adapt = plan(parse("adapt", "--method", "maxsquare", *common), "adapt", base=base)
     final = runs / "paper" / "gta5_cityscapes" / "source" / "seed0" / "final.pt"
     assert [(i.what, i.path) for i in adapt.missing] == [("source checkpoint", str(final))]
     text = adapt.format()
@@ -206,9 +212,9 @@ def test_fabricated_layout_passes_train_source_and_adapt_needs_the_source_checkp
     assert text.rstrip().endswith(f"✘ {final}  (source checkpoint)")
     final.parent.mkdir(parents=True)
     torch.save({"model": {}}, final)
-    assert plan_dry_run(parse("adapt", "--method", "maxsquare", *common), "adapt", base=base).ok
+    assert plan(parse("adapt", "--method", "maxsquare", *common), "adapt", base=base).ok
     # an explicit --source-checkpoint is checked instead of the source run
-    explicit = plan_dry_run(parse("adapt", "--method", "maxsquare", *common, "--source-checkpoint",
+    explicit = plan(parse("adapt", "--method", "maxsquare", *common, "--source-checkpoint",
                                   str(base / "GTA5_source.pth")), "adapt", base=base)
     assert [i.path for i in explicit.missing] == [str(base / "GTA5_source.pth")]
 
@@ -219,18 +225,18 @@ def test_run_folders_the_command_would_refuse_are_reported(paper_layout):
     run_dir = runs / "paper" / "gta5_cityscapes" / "source" / "seed0"
     run_dir.mkdir(parents=True)
     (run_dir / "last.pt").write_bytes(b"")
-    report = plan_dry_run(parse("train-source", *common), "train-source", base=base)
+    report = plan(parse("train-source", *common), "train-source", base=base)
     assert [i.path for i in report.missing] == [str(run_dir)]
     assert "--resume" in report.missing[0].hint
-    assert plan_dry_run(parse("train-source", *common, "--resume"), "train-source", base=base).ok
-    course = plan_dry_run(parse("course", *common), "course", base=base)
+    assert plan(parse("train-source", *common, "--resume"), "train-source", base=base).ok
+    course = plan(parse("course", *common), "course", base=base)
     state = by_benchmark(course)["gta5_cityscapes"].runs[0].state
     assert state.status == "missing" and "would stop here" in state.detail
     assert "--resume" in state.hint
     (run_dir / "FINISHED").write_text("finished\n")
-    refused = plan_dry_run(parse("train-source", *common), "train-source", base=base)
+    refused = plan(parse("train-source", *common), "train-source", base=base)
     assert "already holds a finished run" in refused.missing[0].detail
-    assert plan_dry_run(parse("train-source", *common, "--overwrite"), "train-source", base=base).ok
+    assert plan(parse("train-source", *common, "--overwrite"), "train-source", base=base).ok
 
 
 def test_verbose_prints_the_full_resolved_config(paper_layout):
@@ -238,7 +244,7 @@ def test_verbose_prints_the_full_resolved_config(paper_layout):
     args = parse("adapt", "--method", "maxsquare_iw_multi", "--profile", "paper", "--data-root",
                  str(data), "--runs", str(runs), "--lambda-target", "0.05", "--seed", "2")
     cfg = resolve_from_args(args, "maxsquare_iw_multi")
-    report = plan_dry_run(args, "adapt", base=base)
+    report = plan(args, "adapt", base=base)
     text = report.format(verbose=True)
     dumped = yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip().splitlines()
     assert "\n".join("        " + line for line in dumped) in text
@@ -266,7 +272,7 @@ def test_printed_command_resolves_to_the_same_config(argv):
     stage = "source" if argv[0] == "train-source" else "adapt"
     method = args.method if stage == "adapt" else None
     cfg = resolve_from_args(args, method)
-    again = parse(*command_argv(args, stage, cfg.benchmark))
+    again = parse(*shown_command(argv + ["--dry-run"], cfg.benchmark))
     assert resolve_from_args(again, method).to_dict() == cfg.to_dict()
 
 
@@ -315,7 +321,7 @@ def test_dataset_split_checks_name_the_problem(tmp_path):
 def test_relative_paths_are_checked_and_shown_under_the_command_folder(paper_layout):
     base, data, _runs = paper_layout
     args = parse("adapt", "--method", "maxsquare", "--profile", "paper", "--data-root", "datasets")
-    report = plan_dry_run(args, "adapt", base=base)  # as if run from `base`, not from here
+    report = plan(args, "adapt", base=base)  # as if run from `base`, not from here
     final = base / "runs/paper/gta5_cityscapes/source/seed0/final.pt"
     assert [i.path for i in report.missing] == [str(final)]
     data_items = report.benchmarks[0].data.values()

@@ -97,7 +97,8 @@ def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(source_run
     with pytest.raises(RunExistsError, match=r"source.iterations: 4 there, 6 now") as err:
         check_reusable(run_dir, longer.to_dict(), "source")
     assert str(run_dir) in str(err.value)
-    job = Job("source seed0", ["train-source"], run_dir, stage="source", config=longer.to_dict())
+    job = Job("source seed0", "source", longer)
+    assert job.run_dir == run_dir
     with pytest.raises(RunExistsError, match="source.schedule_horizon"):
         run_jobs([job])  # refused before anything starts
     # adaptation settings matter only for adaptation runs; a matched λ is measured, not configured
@@ -105,8 +106,9 @@ def test_a_finished_run_is_reused_only_with_the_settings_that_made_it(source_run
     assert config_mismatches(same.to_dict(), other_lambda, "source") == []
     assert config_mismatches(same.to_dict(), other_lambda, "adapt")[0].startswith("adapt.lambda_target: 0.1 there")
     matched = smoke_cfg(smoke_root, runs, "maxsquare", adapt={"match_gradient_to": "minent"}).to_dict()
-    saved = {**matched, "adapt": {**matched["adapt"], "lambda_target": 0.34}}
-    assert config_mismatches(saved, matched, "adapt") == []
+    assert config_mismatches(matched, matched, "adapt") == []
+    saved = {**matched, "adapt": {**matched["adapt"], "match_gradient_lambda": 3.0}}
+    assert config_mismatches(saved, matched, "adapt") == ["adapt.match_gradient_lambda: 3.0 there, None now"]
 
 
 @pytest.mark.parametrize("method", ["none", "minent", "maxsquare", "maxsquare_iw",
@@ -160,6 +162,9 @@ def test_matched_gradient_sets_lambda(source_run, smoke_root):
     assert m["lambda_target"] == pytest.approx(0.1 * info["reference_gradient_norm"] / info["gradient_norm"])
     # MaxSquare's logit gradient is smaller than entropy's at equal λ, so λ grows
     assert m["lambda_target"] > 0.1
+    # the measured λ is the plan's and the metrics', not a change of the run's config
+    assert C.load_yaml(run_dir_for(cfg, "adapt") / "config.yaml")["adapt"]["lambda_target"] == 0.1
+    assert cfg.adapt.lambda_target == 0.1
 
 
 def test_nan_guard_keeps_last_good_checkpoint(source_run, smoke_root, monkeypatch):
@@ -305,3 +310,29 @@ def test_cli_evaluate_refuses_to_overwrite(source_run, smoke_root, tmp_path):
     second = _cli(*args)
     assert second.returncode == 2 and "--overwrite" in second.stderr
     assert json.loads(target.read_text()) == data
+
+
+def test_planned_jobs_are_configs_run_by_the_pool(smoke_root, tmp_path):
+    from maxsq_lib.course.plans import Variant, plan_jobs, run_jobs, study_variants
+
+    studies = study_variants([0.5], ["maxsquare"], match_lambda=1.0, match=True)
+    assert studies == [Variant("maxsquare", "lambda0.5", {"lambda_target": 0.5}),
+                       Variant("maxsquare", "match-minent",
+                               {"match_gradient_to": "minent", "match_gradient_lambda": 1.0})]
+    jobs = plan_jobs("smoke", "minicity", [0], ["none"], studies[:1], runs=str(tmp_path),
+                     data_root=str(smoke_root), overrides=["adapt.iterations=2", "adapt.schedule_horizon=2"])
+    assert [(j.name, j.stage) for j in jobs] == [("source_multi seed0", "source"), ("none seed0", "adapt"),
+                                                 ("maxsquare-lambda0.5 seed0", "adapt")]
+    assert jobs[2].config.adapt.lambda_target == 0.5 and jobs[2].after == [jobs[0].run_dir]
+    assert jobs[2].command[:3] == ["adapt", "--method", "maxsquare"]
+    assert "adapt.lambda_target=0.5" in jobs[2].command  # what a user would type, only shown
+    seconds = run_jobs(jobs, parallel=2, log=lambda m: None)
+    assert set(seconds) == {j.name for j in jobs}
+    for job in jobs:
+        spec = C.load_yaml(job.run_dir / "job.yaml")
+        assert spec["threads"] == 1 and C.from_dict(spec).adapt == job.config.adapt
+        assert read_metrics(job.run_dir)["iterations"] == (4 if job.stage == "source" else 2)
+    # a failing job is named with its log; the pool stops
+    broken = plan_jobs("smoke", "minicity", [1], [], runs=str(tmp_path), data_root=str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError, match=r"source_multi seed1 failed \(exit 2\); log: .*console.log"):
+        run_jobs(broken, parallel=1, log=lambda m: None)

@@ -8,6 +8,8 @@ checks that the stored notebooks carry no outputs and keep their ``parameters`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 import os
 import subprocess
@@ -47,13 +49,15 @@ def smoke_course(tmp_path_factory):
     """Smoke data and every run of the course, trained in-process."""
     from data_prep.minicity import generate_minicity
     from maxsq_lib.cli import main as maxsq
+    from maxsq_lib.config import save
     from maxsq_lib.course.runner import plan_course_jobs
 
     base = tmp_path_factory.mktemp("course")
     data, runs = base / "minicity-smoke", base / "runs"
     generate_minicity(root=data, profile="smoke", seed=0, progress=False, workers=1)
     for job in plan_course_jobs("smoke", str(runs), str(data), [0]):
-        assert maxsq(job.argv + ["--set", "threads=1"]) == 0, job.name
+        spec = save(replace(job.config, threads=1), job.run_dir / "job.yaml")
+        assert maxsq(["run", "--config", str(spec), "--stage", job.stage, "--no-progress"]) == 0, job.name
     return base, data, runs
 
 

@@ -28,7 +28,6 @@ import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 
@@ -334,105 +333,30 @@ def check_checkpoint(what: str, path: Path, hint: str) -> Item:
 # Plans: the runs a command would train
 
 
-def _parse(argv: list[str]):
-    from ..cli import build_parser
-
-    return build_parser().parse_args(argv)
-
-
-def _run_from_argv(argv: list[str]) -> PlannedRun:
-    """The run a ``maxsq`` command line describes, named after its folder (``source_multi seed0``)."""
-    from ..cli import resolve_from_args
-    from ..engine.runs import run_name
-    from ..engine.trainer import run_dir_for
-
-    ns = _parse(argv)
-    stage = "source" if argv[0] == "train-source" else "adapt"
-    cfg = resolve_from_args(ns, ns.method if stage == "adapt" else None)
-    return PlannedRun(f"{run_name(cfg, stage)} seed{cfg.seed}", stage, cfg, run_dir_for(cfg, stage),
-                      list(argv))
-
-
-_VALUE_FLAGS = (
-    ("data_root", "--data-root"), ("device", "--device"), ("iterations", "--iterations"),
-    ("init_checkpoint", "--init-checkpoint"), ("lambda_target", "--lambda-target"),
-    ("iw_ratio", "--iw-ratio"), ("threshold", "--threshold"), ("lambda_seg", "--lambda-seg"),
-    ("bn_mode", "--bn-mode"), ("match_gradient_to", "--match-gradient-to"),
-    ("match_gradient_lambda", "--match-gradient-lambda"),
-    ("source_checkpoint", "--source-checkpoint"), ("tag", "--tag"),
-    ("aspp_branches", "--aspp-branches"),
-)
-_SWITCHES = (("resume", "--resume"), ("overwrite", "--overwrite"), ("no_progress", "--no-progress"))
-
-
-def command_argv(args, stage: str, benchmark: str) -> list[str]:
-    """The ``maxsq`` arguments of a ``train-source`` / ``adapt`` command, without ``--dry-run``.
-
-    Args:
-        args: the parsed command line.
-        stage: ``"source"`` or ``"adapt"``.
-        benchmark: the resolved benchmark (named explicitly in the printed command).
-    Returns:
-        the argument list (without the program name).
-    """
-    argv = ["train-source"] if stage == "source" else ["adapt", "--method", args.method]
-    argv += ["--profile", args.profile, "--benchmark", benchmark]
-    if args.runs != "runs":
-        argv += ["--runs", args.runs]
-    if args.seed:
-        argv += ["--seed", str(args.seed)]
-    if getattr(args, "multi", None) is not None:
-        argv += ["--multi", "true" if args.multi else "false"]
-    for dest, flag in _VALUE_FLAGS:
-        value = getattr(args, dest, None)
-        if value is not None:
-            argv += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    for text in getattr(args, "overrides", []):
-        argv += ["--set", text]
-    argv += [flag for dest, flag in _SWITCHES if getattr(args, dest, False)]
-    return argv
-
-
-def _course_argv(argv: list[str], keep_data_root: bool) -> list[str]:
-    """A course job's arguments as a user would type them (defaults and --no-progress dropped)."""
-    out, i = [], 0
-    while i < len(argv):
-        flag = argv[i]
-        value = argv[i + 1] if i + 1 < len(argv) else None
-        if flag == "--no-progress":
-            i += 1
-            continue
-        if (flag, value) in (("--runs", "runs"), ("--seed", "0")) or (
-                flag == "--data-root" and not keep_data_root):
-            i += 2
-            continue
-        out.append(flag)
-        i += 1
-    return out
-
-
 def _course_runs(args) -> tuple[list[PlannedRun], set[str], str]:
     """The runs ``maxsq course`` would train, then the five-method table of each benchmark it does
     not train; returns ``(runs, benchmarks the course trains, data root)``."""
-    from .runner import ADAPT_METHODS, plan_course_jobs
     from .plans import plan_jobs
+    from .runner import ADAPT_METHODS, plan_course_jobs
 
     overrides = {"data": {"root": args.data_root}} if args.data_root else None
     data_root = C.resolve(args.profile, overrides=overrides).data.root
     seeds = list(range(args.seeds))
-    runs = []
-    for job in plan_course_jobs(args.profile, args.runs, data_root, seeds, args.device):
-        runs.append(_run_from_argv(job.argv))
-    in_course = {r.cfg.benchmark for r in runs}
+    jobs = plan_course_jobs(args.profile, args.runs, args.data_root, seeds, args.device)
+    in_course = {j.config.benchmark for j in jobs}
     for bench in C.benchmarks_of(args.profile):
-        if bench in in_course:
-            continue
-        ns = SimpleNamespace(profile=args.profile, runs=args.runs, data_root=data_root,
-                             device=args.device, overrides=[], benchmark=bench, seeds=seeds[:1],
-                             methods=list(ADAPT_METHODS), lambda_sweep=None, sweep_methods=[],
-                             match_gradient=False, bn_frozen=False)
-        runs += [_run_from_argv(job.argv) for job in plan_jobs(ns)]
-    return runs, in_course, data_root
+        if bench not in in_course:
+            jobs += plan_jobs(args.profile, bench, seeds[:1], ADAPT_METHODS, runs=args.runs,
+                              data_root=args.data_root, device=args.device)
+    return [_planned(j.config, j.stage, j.command) for j in jobs], in_course, data_root
+
+
+def _planned(cfg: C.RunConfig, stage: str, command: list[str]) -> PlannedRun:
+    from ..engine.runs import run_name
+    from ..engine.trainer import run_dir_for
+
+    return PlannedRun(f"{run_name(cfg, stage)} seed{cfg.seed}", stage, cfg, run_dir_for(cfg, stage),
+                      list(command))
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,7 +387,7 @@ def _run_state(run: PlannedRun, paths: _Paths, course: bool, args, keep_data_roo
         if is_finished(run_dir):
             return Item("ok", run.name, shown, "finished run: reused, not trained again")
         if (run_dir / FINISHED_MARKER).is_file() or (run_dir / "last.pt").is_file():
-            resume = "maxsq " + shlex.join(_course_argv(run.argv, keep_data_root) + ["--resume"])
+            resume = "maxsq " + shlex.join(run.argv + ["--resume"])
             return Item("missing", run.name, str(run_dir),
                         "holds an unfinished or incomplete run: the course starts runs without "
                         "--resume or --overwrite and would stop here",
@@ -600,7 +524,7 @@ def _papermill(cfg: C.RunConfig, stage: str, first_benchmark: str, args, base: P
 def _fill_commands(bench: BenchmarkReport, extra: list[str], first_seed: int, first_benchmark: str,
                    course: bool, args, base: Path) -> None:
     runs = [r for r in bench.runs if r.cfg.seed == first_seed]
-    argvs = [_course_argv(r.argv, bool(args.data_root)) if course else r.argv for r in runs]
+    argvs = [r.argv for r in runs]
     commands = ["maxsq " + shlex.join(a) for a in argvs]
     sources = sum(1 for a in argvs if a[0] == "train-source")
     # the source models no run of the plan trains go after the ones it does, before adapting
@@ -766,7 +690,8 @@ def _general_items(command: str, profile: str, runs: list[PlannedRun], paths: _P
     return items
 
 
-def plan_dry_run(args, command: str, base: str | os.PathLike | None = None) -> DryRunReport:
+def plan_dry_run(args, command: str, base: str | os.PathLike | None = None,
+                 cfg: C.RunConfig | None = None, shown: list[str] | None = None) -> DryRunReport:
     """Check what ``maxsq <command>`` with these arguments would need (see the module docstring).
 
     Args:
@@ -774,13 +699,12 @@ def plan_dry_run(args, command: str, base: str | os.PathLike | None = None) -> D
         command: ``"train-source"``, ``"adapt"`` or ``"course"``.
         base: the folder relative paths are resolved against (default: the working directory,
             or the project root for ``course``, which moves there before it starts).
+        cfg: for ``train-source`` / ``adapt``: the config the command resolved.
+        shown: for ``train-source`` / ``adapt``: the command as it is shown (without --dry-run).
     Returns:
         the :class:`DryRunReport` (nothing is written).
     """
-    from ..cli import resolve_from_args
     from .notebook import project_root
-    from ..engine.runs import run_name
-    from ..engine.trainer import run_dir_for
 
     course = command == "course"
     if base is None:
@@ -791,10 +715,10 @@ def plan_dry_run(args, command: str, base: str | os.PathLike | None = None) -> D
         runs, in_course, data_root = _course_runs(args)
         seeds = list(range(args.seeds))
     else:
+        if cfg is None or shown is None:
+            raise ValueError("a train-source / adapt dry run needs the resolved cfg and the shown command")
         stage = "source" if command == "train-source" else "adapt"
-        cfg = resolve_from_args(args, args.method if stage == "adapt" else None)
-        runs = [PlannedRun(f"{run_name(cfg, stage)} seed{cfg.seed}", stage, cfg,
-                           run_dir_for(cfg, stage), command_argv(args, stage, cfg.benchmark))]
+        runs = [_planned(cfg, stage, shown)]
         in_course, data_root, seeds = {cfg.benchmark}, cfg.data.root, [cfg.seed]
     generated = course and args.profile in _MINICITY_PROFILES
     report = DryRunReport(command, args.profile, paths.base)
@@ -852,15 +776,6 @@ def _print(text: str) -> None:
         print(text.encode("ascii", "replace").decode("ascii"))
 
 
-def dry_run_command(args, command: str) -> int:
-    """What ``--dry-run`` does: print the report; 1 when something required is missing, else 0.
-
-    Args:
-        args: the parsed command line (``args.verbose`` adds the full resolved configs).
-        command: ``"train-source"``, ``"adapt"`` or ``"course"``.
-    Returns:
-        the exit code.
-    """
-    report = plan_dry_run(args, command)
-    _print(report.format(verbose=getattr(args, "verbose", False)))
-    return 0 if report.ok else 1
+def print_report(report: DryRunReport, verbose: bool = False) -> None:
+    """Print a dry run's report (``verbose``: the full resolved configs)."""
+    _print(report.format(verbose=verbose))

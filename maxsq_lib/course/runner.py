@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 from .notebook import project_root
 
@@ -62,39 +61,30 @@ def notebook_plan(profile: str) -> list[NotebookRun]:
     return plan
 
 
-def job_args(profile: str, runs: str, data_root: str | None, seeds: list[int],
-             device: str | None = None) -> list[SimpleNamespace]:
-    """``maxsq reproduce`` argument sets for the runs the course needs (main table + studies,
-    and the cross-city runs)."""
-    from ..config import benchmarks_of
-
-    base = dict(profile=profile, runs=runs, data_root=data_root, device=device, overrides=[],
-                jobs=1)
-    main_bench = benchmarks_of(profile)[0]
-    sets = [SimpleNamespace(**base, benchmark=main_bench, seeds=list(seeds),
-                            methods=list(ADAPT_METHODS), lambda_sweep=list(LAMBDA_SWEEP),
-                            sweep_methods=list(SWEEP_METHODS), match_gradient=True,
-                            match_lambda=MATCH_LAMBDA, bn_frozen=True)]
-    cross = [b for b in benchmarks_of(profile) if "nthu" in b]
-    for bench in cross:
-        sets.append(SimpleNamespace(**base, benchmark=bench, seeds=[seeds[0]],
-                                    methods=list(CROSS_CITY_METHODS), lambda_sweep=None,
-                                    sweep_methods=[], match_gradient=False, bn_frozen=False))
-    return sets
-
-
 def plan_course_jobs(profile: str, runs: str, data_root: str | None, seeds: list[int],
                      device: str | None = None):
-    """All training jobs of the course, deduplicated (shared source runs appear once)."""
-    from .plans import plan_jobs
+    """All training jobs of the course: the main table and its studies on the profile's first
+    benchmark, then the cross-city runs (first seed); a shared source run appears once.
 
+    Returns:
+        :class:`~maxsq_lib.course.plans.Job` s, each named ``<benchmark>: <run> seed<k>``.
+    """
+    from ..config import benchmarks_of
+    from .plans import plan_jobs, study_variants
+
+    common = dict(runs=runs, data_root=data_root, device=device)
+    main_bench = benchmarks_of(profile)[0]
+    studies = study_variants(LAMBDA_SWEEP, SWEEP_METHODS, MATCH_LAMBDA, match=True, bn_frozen=True)
+    plans = [(main_bench, plan_jobs(profile, main_bench, seeds, ADAPT_METHODS, studies, **common))]
+    plans += [(bench, plan_jobs(profile, bench, seeds[:1], CROSS_CITY_METHODS, **common))
+              for bench in benchmarks_of(profile) if "nthu" in bench]
     jobs, seen = [], set()
-    for args in job_args(profile, runs, data_root, seeds, device):
-        for job in plan_jobs(args):
+    for bench, planned in plans:
+        for job in planned:
             if job.run_dir in seen:
                 continue
             seen.add(job.run_dir)
-            job.name = f"{args.benchmark}: {job.name}"
+            job.name = f"{bench}: {job.name}"
             jobs.append(job)
     return jobs
 

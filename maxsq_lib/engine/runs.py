@@ -68,14 +68,12 @@ def config_mismatches(saved: dict, wanted: dict, stage: str) -> list[str]:
         stage: ``"source"`` (compares the source data, model and source recipe) or ``"adapt"``
             (also the adaptation recipe, the target data and the evaluation protocol).
     Returns:
-        ``"key: <saved> there, <wanted> now"`` lines; empty when the run can be reused. The λ_T of
-        a matched-gradient run is measured at run time, so it is not compared.
+        ``"key: <saved> there, <wanted> now"`` lines; empty when the run can be reused. (A
+        matched-gradient run's measured λ_T is in its metrics, not its config.)
     """
     keys = _SOURCE_KEYS if stage == "source" else _ADAPT_KEYS
     a, b = _flatten(saved), _flatten(wanted)
     skip = set(_NOT_COMPARED)
-    if stage == "adapt" and b.get("adapt.match_gradient_to"):
-        skip.add("adapt.lambda_target")
     out = []
     for key in sorted(set(a) | set(b)):
         if key in skip or not key.startswith(keys) or a.get(key) == b.get(key):

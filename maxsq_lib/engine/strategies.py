@@ -124,9 +124,11 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
     return TargetStrategy(method, float(lambda_target), uses_aux, fn)
 
 
-def strategy_from_config(adapt_cfg) -> TargetStrategy:
-    """The strategy an :class:`maxsq_lib.config.AdaptConfig` describes."""
-    return make_strategy(adapt_cfg.method, lambda_target=adapt_cfg.lambda_target,
+def strategy_from_config(adapt_cfg, lambda_target: float | None = None) -> TargetStrategy:
+    """The strategy an :class:`maxsq_lib.config.AdaptConfig` describes (``lambda_target``: a
+    measured λ_T that replaces the configured one, e.g. a matched-gradient run's)."""
+    lam = adapt_cfg.lambda_target if lambda_target is None else lambda_target
+    return make_strategy(adapt_cfg.method, lambda_target=lam,
                          lambda_seg=adapt_cfg.lambda_seg, threshold=adapt_cfg.threshold,
                          iw_ratio=adapt_cfg.iw_ratio, faithful_scale=adapt_cfg.faithful_scale)
 

@@ -244,17 +244,22 @@ class StagePlan:
     strategy: TargetStrategy | None
     source_aux: bool
     lambda_seg: float
+    lambda_target: float | None = None
+    """λ_T the strategy applies: the configured one, or a matched-gradient run's measured one."""
 
 
-def plan_for(cfg: config_mod.RunConfig, stage: str) -> StagePlan:
+def plan_for(cfg: config_mod.RunConfig, stage: str, lambda_target: float | None = None) -> StagePlan:
+    """What a stage trains; ``lambda_target`` is a measured λ_T that replaces the configured one
+    (the config itself is never changed, so ``config.yaml`` keeps what was asked for)."""
     if stage == "source":
         s = cfg.source
         return StagePlan("source", s.iterations, s.schedule_horizon, s.batch_size, 0, s.optim,
                          None, s.multi, s.lambda_seg)
     a = cfg.adapt
-    strategy = strategy_from_config(a)
+    lam = a.lambda_target if lambda_target is None else lambda_target
+    strategy = strategy_from_config(a, lam)
     return StagePlan("adapt", a.iterations, a.schedule_horizon, a.batch_size, a.target_batch_size,
-                     a.optim, strategy, strategy.uses_aux, a.lambda_seg)
+                     a.optim, strategy, strategy.uses_aux, a.lambda_seg, lam)
 
 
 def run_dir_for(cfg: config_mod.RunConfig, stage: str) -> Path:
@@ -345,8 +350,7 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
     lambda_info = None
     if stage == "adapt" and cfg.adapt.match_gradient_to:
         lambda_info = matched_lambda(model, target_ds, cfg, device)
-        cfg.adapt.lambda_target = lambda_info["lambda_target"]
-        plan = plan_for(cfg, stage)
+        plan = plan_for(cfg, stage, lambda_target=lambda_info["lambda_target"])
         log(f"matched λ_T to {cfg.adapt.match_gradient_to}: {lambda_info}")
 
     if dist.is_main:
@@ -458,7 +462,7 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
         "stage": stage, "run": run_name(cfg, stage), "method": cfg.adapt.method if stage == "adapt" else "source",
         "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed,
         "class_set": class_set.name, "class_names": list(class_set.class_names),
-        "iterations": plan.iterations, "lambda_target": cfg.adapt.lambda_target if stage == "adapt" else None,
+        "iterations": plan.iterations, "lambda_target": plan.lambda_target,
         "lambda_matching": lambda_info, "bn_mode": cfg.adapt.bn_mode if stage == "adapt" else "train",
         "init": init_note, "before": before,
         "last": {"iteration": plan.iterations, **_brief(final), "confusion": final.confusion.tolist()},
