@@ -19,32 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
-
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # the C loader is ~10x faster
-    """The safe loader, reading numbers as people write them: YAML 1.1 (PyYAML) wants ``1.0e-4``
-    and reads ``1e-4`` or ``2.5e-4`` as strings; YAML 1.2 and this loader read them as floats."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                    |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
 """Target-loss strategies of the adaptation stage (``none`` = target batches through BN only)."""
@@ -202,6 +186,10 @@ class RunConfig:
             raise ConfigError(f"tag {self.tag!r}: use letters, digits, '.', '_' or '-' only")
         if not 0.0 <= self.adapt.threshold <= 1.0:
             raise ConfigError(f"adapt.threshold must be in [0, 1], got {self.adapt.threshold}")
+        for name in ("source_size", "target_size", "val_size"):
+            size = getattr(self.data, name)
+            if len(size) != 2 or min(size) < 1:
+                raise ConfigError(f"data.{name}: expected a list of 2 positive values (W, H), got {list(size)}")
         return self
 
     def run_dir(self, name: str) -> Path:
@@ -231,82 +219,67 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a dataclass field annotation; convert lists to tuples."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {args}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported annotation {annotation!r}")
+def _merge_layer(node, overrides: Mapping[str, Any], source: str):
+    """Merge one layer into an OmegaConf structured node; errors name the key and the source."""
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{source}: expected a mapping, got {overrides!r}")
+    try:
+        return OmegaConf.merge(node, overrides)
+    except ConfigKeyError as exc:
+        kind = getattr(exc, "object_type", None)
+        choices = sorted(f.name for f in dataclasses.fields(kind)) if dataclasses.is_dataclass(kind) else []
+        raise ConfigError(f"{source}: unknown key {exc.full_key!r}; expected one of {choices}") from None
+    except OmegaConfBaseException as exc:
+        reason = str(exc).strip().splitlines()[0]
+        key = exc.full_key or _failing_key(node, overrides)
+        raise ConfigError(f"{source}: {key}: {reason}") from None
 
 
-def merge(obj: Any, overrides: Mapping[str, Any], source: str, prefix: str = "") -> Any:
-    """Merge a nested mapping into a dataclass instance in place, strictly.
+def _failing_key(node, overrides: Mapping[str, Any], prefix: str = "") -> str:
+    """The dotted key of the value that does not merge (OmegaConf does not say for a tuple of
+    the wrong length)."""
+    for key, value in overrides.items():
+        if isinstance(value, Mapping):
+            found = _failing_key(node, value, f"{prefix}{key}.")
+            if found != "?":
+                return found
+            continue
+        leaf: dict = {}
+        cursor = leaf
+        for part in f"{prefix}{key}".split(".")[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[str(key)] = value
+        try:
+            OmegaConf.merge(node, leaf)
+        except OmegaConfBaseException:
+            return f"{prefix}{key}"
+    return "?"
+
+
+def merge(obj: Any, overrides: Mapping[str, Any], source: str) -> Any:
+    """A dataclass config with a nested mapping merged in, strictly (OmegaConf structured configs:
+    unknown keys and values of the wrong type are errors that name the key and ``source``).
 
     Args:
-        obj: a dataclass instance (e.g. :class:`RunConfig`).
-        overrides: nested mapping of field names to values; unknown keys are errors.
+        obj: a dataclass instance (e.g. :class:`RunConfig`); not changed.
+        overrides: nested mapping of field names to values.
         source: where the mapping came from (a file name or "command line"), for messages.
     Returns:
-        ``obj``.
+        a new instance of ``obj``'s class.
     """
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{source}: {prefix or 'top level'} must be a mapping, got {overrides!r}")
-    hints = typing.get_type_hints(type(obj))
-    fields = {f.name for f in dataclasses.fields(obj)}
-    for key, value in overrides.items():
-        where = f"{prefix}{key}"
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key {where!r}; expected one of {sorted(fields)}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            merge(current, value, source, prefix=f"{where}.")
-        else:
-            try:
-                setattr(obj, key, _coerce(value, hints[key], where))
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-    return obj
+    node = _merge_layer(OmegaConf.structured(obj), overrides, source)
+    return OmegaConf.to_object(node)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping (safe loader); errors name the file."""
+    """Read a YAML mapping (OmegaConf's safe loader, which reads ``1e-4`` as a number, as YAML 1.2
+    does, where PyYAML alone wants ``1.0e-4``); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader) or {}
-    except yaml.YAMLError as exc:
+        data = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
@@ -341,8 +314,7 @@ def resolve(profile: str, benchmark: str | None = None, method: str | None = Non
     data = load_yaml(path)
     benchmarks = data.pop("benchmarks", {}) or {}
     methods = data.pop("methods", {}) or {}
-    cfg = merge(RunConfig(), data, str(path))
-    cfg.profile = profile
+    node = _merge_layer(OmegaConf.structured(RunConfig), data, str(path))
     if benchmark is None:
         if not benchmarks:
             raise ConfigError(f"{path}: declares no benchmarks")
@@ -352,17 +324,18 @@ def resolve(profile: str, benchmark: str | None = None, method: str | None = Non
                           f"expected one of {list(benchmarks)}")
     section = dict(benchmarks[benchmark] or {})
     benchmark_methods = section.pop("methods", {}) or {}
-    merge(cfg, section, f"{path} benchmarks.{benchmark}")
-    cfg.benchmark = benchmark
+    node = _merge_layer(node, {**section, "profile": profile, "benchmark": benchmark},
+                        f"{path} benchmarks.{benchmark}")
     if method not in (None, "source"):
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-        merge(cfg, methods.get(method) or {}, f"{path} methods.{method}")
-        merge(cfg, benchmark_methods.get(method) or {},
-              f"{path} benchmarks.{benchmark}.methods.{method}")
-        cfg.adapt.method = method
+        node = _merge_layer(node, methods.get(method) or {}, f"{path} methods.{method}")
+        node = _merge_layer(node, benchmark_methods.get(method) or {},
+                            f"{path} benchmarks.{benchmark}.methods.{method}")
+        node.adapt.method = method
     if overrides:
-        merge(cfg, overrides, "overrides")
+        node = _merge_layer(node, overrides, "overrides")
+    cfg = OmegaConf.to_object(node)
     return cfg.validate()
 
 
@@ -382,18 +355,14 @@ def save(cfg: RunConfig, path: str | os.PathLike) -> Path:
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """``"adapt.lambda_target=0.05"`` -> ``{"adapt": {"lambda_target": 0.05}}`` (YAML-typed value)."""
+    """``"adapt.lambda_target=0.05"`` -> ``{"adapt": {"lambda_target": 0.05}}`` (an OmegaConf
+    dot-list entry: the value is typed as YAML, ``1e-4`` included)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. adapt.lambda_target=0.05")
-    key, raw = text.split("=", 1)
-    value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
-    out: dict[str, Any] = {}
-    node = out
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist([text.strip()]))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"override {text!r}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def deep_update(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
