@@ -108,3 +108,16 @@ def test_course_runner_executes_notebooks_in_parallel_and_names_a_failure(tmp_pa
     with pytest.raises(NotebookFailed, match=r"c\.ipynb failed in cell 3 \(ValueError: broken on purpose\)"):
         list(execute_notebooks([NotebookRun("b", "b2"), NotebookRun("c", "c")], out, {}, tmp_path,
                                parallel=2))
+
+
+def test_notebook_paths_are_the_project_roots_wherever_the_kernel_starts(tmp_path, monkeypatch, capsys):
+    from maxsq_lib import course
+
+    root = course.project_root()
+    monkeypatch.chdir(root / "notebooks")  # JupyterLab's working folder
+    cfg = course.config_for("smoke", runs_root="runs")
+    assert cfg.runs_root == str(root / "runs") and cfg.data.root == str(root / "datasets/minicity-smoke")
+    course.setup(cfg)
+    assert Path.cwd() == root / "notebooks"  # set-up no longer moves the process
+    assert f"project root: {root}" in capsys.readouterr().out
+    assert course.config_for("smoke", runs_root=str(tmp_path)).runs_root == str(tmp_path)

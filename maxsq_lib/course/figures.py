@@ -1017,8 +1017,11 @@ def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
 # ------------------------------------------------------------------------------------ results.md
 
 def _display_path(path: Path) -> str:
+    """A path as the results tables show it: relative to the project root when inside it."""
+    from .notebook import project_root
+
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(path.resolve().relative_to(project_root()))
     except ValueError:
         return str(path)
 

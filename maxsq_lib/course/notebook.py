@@ -3,9 +3,10 @@
 Every notebook starts the same way: its first code cell sets ``OMP_WAIT_POLICY=PASSIVE`` (before
 torch starts), the cell tagged ``parameters`` holds ``profile``, ``benchmark``, ``runs_root``,
 ``data_root``, ``seed``, ``device`` (and notebook-specific values), the next cell derives the run
-config with :func:`config_for`, and a set-up cell calls :func:`setup`, which moves to the project
-root (so relative paths mean the same in JupyterLab and under papermill) and prints the versions
-and the device. Introduced in notebook ``00_setup``.
+config with :func:`config_for` (relative paths are taken from the project root, so they mean the
+same in JupyterLab, whose working folder is ``notebooks/``, and under papermill), and a set-up cell
+calls :func:`setup`, which seeds and prints the versions and the device. Introduced in notebook
+``00_setup``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ def project_root(start: str | os.PathLike | None = None) -> Path:
     for folder in (here, *here.parents):
         if (folder / "pyproject.toml").is_file() and (folder / "maxsq_lib").is_dir():
             return folder
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
+
+
+def at_root(path: str | os.PathLike) -> str:
+    """A path relative to the project root, made absolute (absolute paths stay as they are), so
+    that it means the same in JupyterLab (working folder ``notebooks/``) and under papermill."""
+    path = Path(path)
+    return str(path if path.is_absolute() else project_root() / path)
 
 
 def config_for(profile: str = "cpu", benchmark: str | None = None, method: str | None = None,
@@ -42,13 +50,14 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
         benchmark: a benchmark of the profile, or None for its first.
         method: adaptation method, or None / ``"source"`` for source pretraining.
         runs_root: where runs live (relative to the project root).
-        data_root: dataset root, or None for the profile's.
+        data_root: dataset root (relative to the project root), or None for the profile's.
         seed: run seed.
         device: ``auto``, ``cpu``, ``cuda``.
         tag: run-name suffix for variants (``maxsquare-<tag>``).
         overrides: nested mapping applied last.
     Returns:
-        the resolved :class:`maxsq_lib.config.RunConfig`.
+        the resolved :class:`maxsq_lib.config.RunConfig`; its relative paths (runs, data,
+        checkpoints) are made absolute under the project root (:func:`at_root`).
     """
     extra: dict[str, Any] = {"runs_root": runs_root, "seed": seed}
     if device != "auto" or profile in ("gpu", "paper"):
@@ -60,6 +69,11 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
     if overrides:
         C.deep_update(extra, overrides)
     cfg = C.resolve(profile, benchmark, method, extra)
+    cfg.runs_root, cfg.data.root = at_root(cfg.runs_root), at_root(cfg.data.root)
+    if cfg.source.init_checkpoint:
+        cfg.source.init_checkpoint = at_root(cfg.source.init_checkpoint)
+    if cfg.adapt.source_checkpoint:
+        cfg.adapt.source_checkpoint = at_root(cfg.adapt.source_checkpoint)
     from ..engine.weights import follow_start_heads
 
     chosen = "aspp_branches" in ((overrides or {}).get("model") or {})
@@ -70,9 +84,8 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
 
 
 def setup(cfg: C.RunConfig | None = None, seed: int | None = None) -> torch.device:
-    """Move to the project root, seed, print versions and the device; returns the device."""
+    """Seed, print versions, the project root and the device; returns the device."""
     root = project_root()
-    os.chdir(root)
     from ..engine.trainer import resolve_device, seed_everything
 
     device = resolve_device(cfg.device if cfg else "auto")

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .notebook import project_root
+from .notebook import at_root, project_root
 
 ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
 """Methods of the main table (04_adaptation runs once per method)."""
@@ -190,11 +190,11 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
 
     seeds = list(seeds or [0])
     root = project_root()
-    os.chdir(root)
+    runs = at_root(runs)  # relative paths mean the project root's, wherever this is started
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     cfg = resolve(profile, overrides={"data": {"root": data_root}} if data_root else None)
-    data_root = cfg.data.root
+    data_root = at_root(cfg.data.root)
 
     t0 = time.perf_counter()
     if profile in ("smoke", "cpu", "gpu"):
@@ -234,7 +234,7 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     if figures:
         from .figures import regenerate
 
-        out = default_figures_dir(profile, runs)
+        out = at_root(default_figures_dir(profile, runs))
         written = regenerate(runs_root=runs, profile=profile, data_root=data_root, out_dir=out)
         log(f"[figures] {len(written)} files in {out}/")
     timings["summary+figures"] = time.perf_counter() - t0
