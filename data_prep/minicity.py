@@ -52,6 +52,8 @@ import numpy as np
 from cityscapesscripts.helpers import labels as _cs
 from PIL import Image
 
+from maxsq_lib.config import CITIES as REGISTRY_CITIES
+
 from .minicity_scene import (
     CITY_LAYOUTS,
     CLASS_LABEL_IDS,
@@ -96,7 +98,7 @@ iterations; source val 65.9 mIoU): target val mIoU 65.4 at shift 0, 50.0 at 0.4,
 below source-on-source yet well above chance, so self-training losses have something to build on.
 """
 
-CITIES: tuple[str, ...] = ("Rome", "Rio", "Tokyo", "Taipei")
+CITIES: tuple[str, ...] = REGISTRY_CITIES
 """The NTHU-layout cities, as the real benchmark names them."""
 
 DOMAIN_CODES: dict[str, int] = {"source": 0, "target": 1, "Rome": 2, "Rio": 3, "Tokyo": 4, "Taipei": 5}

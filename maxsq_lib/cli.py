@@ -25,10 +25,12 @@ import os
 import sys
 from pathlib import Path
 
+from . import config as C
+
 
 def _common(p: argparse.ArgumentParser, benchmark: bool = True) -> None:
     g = p.add_argument_group("run selection")
-    g.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"],
+    g.add_argument("--profile", default="cpu", choices=C.PROFILES,
                    help="configuration profile (default: cpu = the embedded MiniCity default)")
     if benchmark:
         g.add_argument("--benchmark", default=None,
@@ -54,34 +56,54 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``maxsq`` parser: one sub-command per builder below."""
     parser = argparse.ArgumentParser(prog="maxsq", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_prepare(sub)
+    _add_data_check(sub)
+    planned = [_add_train_source(sub), _add_adapt(sub)]
+    for add in (_add_evaluate, _add_run, _add_reproduce):
+        add(sub)
+    planned.append(_add_course(sub))
+    _add_figures(sub)
+    _add_summary(sub)
+    for p in planned:  # maxsq_lib.course.dryrun: check inputs and print the plan, run nothing
+        p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
+                       "run folders this would need, print configs and commands; exit 1 if missing")
+        p.add_argument("--verbose", action="store_true", help="with --dry-run: full resolved configs")
+    return parser
 
-    # prepare
+
+def _add_prepare(sub) -> argparse.ArgumentParser:
+    """``maxsq prepare minicity`` / ``maxsq prepare lists``."""
     prep = sub.add_parser("prepare", help="generate MiniCity or write list files for real data")
     prep_sub = prep.add_subparsers(dest="what", required=True, metavar="WHAT")
     mc = prep_sub.add_parser("minicity", help="generate the MiniCity benchmark (deterministic)")
     mc.add_argument("--data-root", dest="data_root", default=None,
                     help="where to write (default: datasets/minicity-<profile>/, the folder the "
                          "profile reads; kept apart from real datasets under datasets/)")
-    mc.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"],
+    mc.add_argument("--profile", default="cpu", choices=C.MINICITY_PROFILES,
                     help="size of the generated set (default cpu)")
     mc.add_argument("--seed", type=int, default=0)
     mc.add_argument("--shift", type=float, default=None,
                     help="domain shift strength in [0, 1] (default: the calibrated value)")
     mc.add_argument("--force", action="store_true", help="regenerate even if complete")
     lists = prep_sub.add_parser("lists", help="write <dataset>/list/<split>.txt from the files")
-    lists.add_argument("dataset", choices=["gta5", "synthia", "cityscapes", "nthu"])
+    lists.add_argument("dataset", choices=C.DATASET_NAMES)
     lists.add_argument("--data-root", dest="data_root", default="datasets")
     lists.add_argument("--city", default=None, help="NTHU city (Rome, Rio, Tokyo, Taipei)")
     lists.add_argument("--split-file", default=None, help="GTA5 split.mat (else all.txt only)")
 
-    # data check
+    return prep
+
+
+def _add_data_check(sub) -> argparse.ArgumentParser:
+    """``maxsq data check``."""
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="what", required=True, metavar="WHAT")
     chk = data_sub.add_parser("check", help="read every listed pair and report problems")
-    chk.add_argument("dataset", choices=["gta5", "synthia", "cityscapes", "nthu"])
+    chk.add_argument("dataset", choices=C.DATASET_NAMES)
     chk.add_argument("--data-root", dest="data_root", default="datasets")
     chk.add_argument("--split", default=None, help="one split (default: every list file)")
     chk.add_argument("--city", default=None, help="NTHU city")
@@ -89,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=[19, 16, 13, 10])
     chk.add_argument("--limit", type=int, default=None, help="check only the first N entries")
 
-    # train-source
+    return chk
+
+
+def _add_train_source(sub) -> argparse.ArgumentParser:
+    """``maxsq train-source``."""
     ts = sub.add_parser("train-source", help="source-only pretraining")
     _common(ts)
     _train_flags(ts)
@@ -100,13 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DeepLab init file (default: profile; 'none' = from scratch)")
     _aspp_flag(ts)
 
-    # adapt
+    return ts
+
+
+def _add_adapt(sub) -> argparse.ArgumentParser:
+    """``maxsq adapt``."""
     ad = sub.add_parser("adapt", help="adaptation from the source model")
     _common(ad)
     _train_flags(ad)
     ad.add_argument("--method", "--target_mode", dest="method", required=True,
-                    choices=["none", "minent", "maxsquare", "maxsquare_iw",
-                             "maxsquare_iw_multi", "hard"],
+                    choices=C.METHODS,
                     help="target loss: none (BatchNorm-only control), minent, maxsquare, "
                          "maxsquare_iw, maxsquare_iw_multi, hard")
     ad.add_argument("--lambda-target", "--lambda_target", dest="lambda_target", type=float,
@@ -116,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--threshold", type=float, default=None,
                     help="confidence threshold of Multi / hard (default 0.95; 0.98 cross-city)")
     ad.add_argument("--lambda-seg", "--lambda_seg", dest="lambda_seg", type=float, default=None)
-    ad.add_argument("--bn-mode", choices=["train", "eval", "frozen"], default=None,
+    ad.add_argument("--bn-mode", choices=list(C.BN_MODES), default=None,
                     help="BatchNorm during adaptation: train (the authors' default), eval (the "
                          "authors' --freeze_bn: statistics fixed, affine trained) or frozen "
                          "(statistics and affine fixed)")
     ad.add_argument("--match-gradient-to", default=None,
-                    choices=["minent", "maxsquare", "maxsquare_iw", "hard"],
+                    choices=[m for m in C.METHODS if m not in ("none", "maxsquare_iw_multi")],
                     help="set λ_T so that the initial logit-gradient norm equals this method's "
                          "at the same λ_T")
     ad.add_argument("--match-gradient-lambda", type=float, default=None, metavar="λ_REF",
@@ -134,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--tag", default=None,
                     help="suffix of the run folder (<method>-<tag>) for variants of a method")
 
-    # evaluate
+    return ad
+
+
+def _add_evaluate(sub) -> argparse.ArgumentParser:
+    """``maxsq evaluate``."""
     ev = sub.add_parser("evaluate", help="evaluate a finished run or a checkpoint file")
     _common(ev)
     ev.add_argument("--method", default=None,
@@ -151,17 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     ev.add_argument("--no-progress", action="store_true")
 
-    # reproduce / summary
+    return ev
+
+
+def _add_run(sub) -> argparse.ArgumentParser:
+    """``maxsq run``: a resolved config file, as a planned job writes it."""
     rn = sub.add_parser("run", help="train the run a resolved config file describes (a planned "
                         "job's <run folder>/job.yaml, or any run's config.yaml)")
     rn.add_argument("--config", required=True, help="a resolved run config (YAML)")
     rn.add_argument("--stage", required=True, choices=["source", "adapt"])
     _train_flags(rn)
+    return rn
+
+
+def _add_reproduce(sub) -> argparse.ArgumentParser:
+    """``maxsq reproduce``."""
     rp = sub.add_parser("reproduce", help="source + each method for several seeds, then summary")
     _common(rp)
     rp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     rp.add_argument("--methods", nargs="+",
-                    default=["none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi"])
+                    default=list(C.TABLE_METHODS), choices=C.METHODS)
     rp.add_argument("--jobs", type=int, default=1,
                     help="runs at once (each with one thread when > 1; 2 suits a 2-core machine)")
     rp.add_argument("--lambda-sweep", type=float, nargs="*", default=None, metavar="λ",
@@ -174,8 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bn-frozen", action="store_true",
                     help="study: MaxSquare with BatchNorm frozen during adaptation")
     rp.add_argument("--no-progress", action="store_true")
+    return rp
+
+
+def _add_course(sub) -> argparse.ArgumentParser:
+    """``maxsq course``."""
     co = sub.add_parser("course", help="run the whole course (data, training, notebooks, figures)")
-    co.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
+    co.add_argument("--profile", default="cpu", choices=C.PROFILES)
     co.add_argument("--runs", default="runs", help="folder for run outputs (default: runs/)")
     co.add_argument("--data-root", dest="data_root", default=None,
                     help="dataset root (default: the profile's)")
@@ -187,21 +234,27 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
                     help="execute only these notebooks, e.g. 03_gradient_analysis")
     co.add_argument("--no-figures", action="store_true", help="do not regenerate figures/")
+    return co
+
+
+def _add_figures(sub) -> argparse.ArgumentParser:
+    """``maxsq figures``."""
     fg = sub.add_parser("figures", help="regenerate figures/ and figures/results.md from runs/")
-    fg.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
+    fg.add_argument("--profile", default="cpu", choices=C.PROFILES)
     fg.add_argument("--runs", default="runs")
     fg.add_argument("--data-root", dest="data_root", default=None)
     fg.add_argument("--out", default=None,
                     help="output folder (default: figures/ for cpu, <runs>/<profile>/figures else)")
+    return fg
+
+
+def _add_summary(sub) -> argparse.ArgumentParser:
+    """``maxsq summary``."""
     sm = sub.add_parser("summary", help="results table of the finished runs of a profile")
-    sm.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
+    sm.add_argument("--profile", default="cpu", choices=C.PROFILES)
     sm.add_argument("--runs", default="runs")
     sm.add_argument("--benchmark", default=None)
-    for p in (ts, ad, co):  # maxsq_lib.course.dryrun: check inputs and print the plan, run nothing
-        p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
-                       "run folders this would need, print configs and commands; exit 1 if missing")
-        p.add_argument("--verbose", action="store_true", help="with --dry-run: full resolved configs")
-    return parser
+    return sm
 
 
 def _aspp_flag(p: argparse.ArgumentParser) -> None:

@@ -29,9 +29,21 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
+# The registry: every list of names the CLI, the runner and the figures offer derives from these.
 PROFILES = ("smoke", "cpu", "gpu", "paper")
+"""Configuration profiles, ``configs/<profile>.yaml``."""
+MINICITY_PROFILES = ("smoke", "cpu", "gpu")
+"""Profiles whose data MiniCity generates (``paper`` reads the real datasets)."""
 METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
 """Target-loss strategies of the adaptation stage (``none`` = target batches through BN only)."""
+TABLE_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
+"""The main table's adaptation rows, in the paper's order, after our BatchNorm-only control."""
+CROSS_CITY_METHODS = ("maxsquare", "maxsquare_iw")
+"""The methods the paper reports for Cityscapes → NTHU."""
+DATASET_NAMES = ("gta5", "synthia", "cityscapes", "nthu")
+"""Dataset names in configs and commands (:data:`maxsq_lib.data.DATASETS` holds their loaders)."""
+CITIES = ("Rome", "Rio", "Tokyo", "Taipei")
+"""The NTHU cities (and MiniCity's four city variants)."""
 BN_MODES = {
     "train": "BatchNorm in train mode: target batches update the running statistics (the authors)",
     "eval": "BatchNorm in eval mode, its affine parameters still trained (the authors' --freeze_bn)",

@@ -91,3 +91,22 @@ def test_benchmarks_that_share_a_source_model_describe_it_alike(profile):
         if owner and owner != bench:
             mismatches = config_mismatches(C.resolve(profile, owner).to_dict(), cfg.to_dict(), "source")
             assert mismatches == [], (bench, mismatches)
+
+
+def test_one_registry_of_names():
+    """The CLI's choices, the loaders, the generator's cities and the runner's tables derive from
+    the registry in maxsq_lib.config."""
+    import data_prep.minicity as minicity
+    from maxsq_lib import data
+    from maxsq_lib.cli import build_parser
+    from maxsq_lib.course import runner
+
+    assert tuple(data.DATASETS) == C.DATASET_NAMES
+    assert minicity.CITIES == data.NTHU_CITIES == C.CITIES
+    assert runner.ADAPT_METHODS == C.TABLE_METHODS and runner.CROSS_CITY_METHODS == C.CROSS_CITY_METHODS
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices
+    choices = {a.dest: a.choices for a in sub["adapt"]._actions}
+    assert tuple(choices["method"]) == C.METHODS and tuple(choices["profile"]) == C.PROFILES
+    assert list(choices["bn_mode"]) == list(C.BN_MODES)
+    check = next(a for a in sub["data"]._actions if a.dest == "what").choices["check"]
+    assert tuple(next(a.choices for a in check._actions if a.dest == "dataset")) == C.DATASET_NAMES

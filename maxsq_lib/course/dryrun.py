@@ -63,7 +63,7 @@ DATA_SOURCES = {
 }
 """Where each real dataset comes from, for the hints."""
 
-_MINICITY_PROFILES = ("smoke", "cpu", "gpu")
+_MINICITY_PROFILES = C.MINICITY_PROFILES
 
 
 # --------------------------------------------------------------------------------------------

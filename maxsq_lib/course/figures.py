@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from ..config import CITIES, TABLE_METHODS as ADAPT_METHODS  # noqa: E402
 from ..engine.runs import find_runs  # noqa: E402
 from .tables import markdown_tables, summarize_runs  # noqa: E402
 from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,  # noqa: E402
@@ -59,7 +60,6 @@ PAPER_SYNTHIA_13: dict[str, float] = {
     "source": 34.3, "minent": 44.5, "maxsquare": 45.8, "maxsquare_iw": 46.9, "maxsquare_iw_multi": 48.2}
 """The paper's SYNTHIA→Cityscapes mIoU*-13 (%) (README before 2019-07-25)."""
 
-CITIES: tuple[str, ...] = ("Rome", "Rio", "Tokyo", "Taipei")
 
 PAPER_NTHU: dict[str, dict[str, float]] = {
     "Rome": {"source": 51.0, "maxsquare": 53.9, "maxsquare_iw": 54.5},
@@ -69,8 +69,6 @@ PAPER_NTHU: dict[str, dict[str, float]] = {
 }
 """The paper's Cityscapes→NTHU mIoU-13 (%) per city."""
 
-ADAPT_METHODS: tuple[str, ...] = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
-"""The main table's adaptation runs, in the paper's order (``none`` is our BatchNorm-only control)."""
 
 METHOD_LABELS: dict[str, str] = {
     "source": "source only", "none": "none (BN only)", "minent": "MinEnt", "maxsquare": "MaxSquare",

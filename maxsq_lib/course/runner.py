@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import CITIES, CROSS_CITY_METHODS, MINICITY_PROFILES, TABLE_METHODS
 from .notebook import at_root, project_root
 
-ADAPT_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
+ADAPT_METHODS = TABLE_METHODS
 """Methods of the main table (04_adaptation runs once per method)."""
 
 LAMBDA_SWEEP = (1.0, 3.0)
@@ -36,8 +37,6 @@ MATCH_LAMBDA = 1.0
 """MinEnt's λ at which MaxSquare's λ is matched by initial logit-gradient norm."""
 
 SWEEP_METHODS = ("minent", "maxsquare")
-CROSS_CITY_METHODS = ("maxsquare", "maxsquare_iw")
-CITIES = ("Rome", "Rio", "Tokyo", "Taipei")
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     data_root = at_root(cfg.data.root)
 
     t0 = time.perf_counter()
-    if profile in ("smoke", "cpu", "gpu"):
+    if profile in MINICITY_PROFILES:
         from data_prep.minicity import generate_minicity
 
         summary = generate_minicity(root=data_root, profile=profile, seed=0, progress=False)

@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import CITIES
 from ..labels import (CITYSCAPES_LABEL_IDS, IGNORE_INDEX, SYNTHIA_LABEL_IDS, ClassSet,
                       class_set_for)
 from .transforms import (
@@ -61,7 +62,7 @@ PAPER_SIZES: dict[str, Size] = {
 }
 """Input sizes ``(W, H)`` the authors train with (official-code-facts §5.2); pass as ``size=``."""
 
-NTHU_CITIES: tuple[str, ...] = ("Rome", "Rio", "Tokyo", "Taipei")
+NTHU_CITIES: tuple[str, ...] = CITIES
 """The four cities of the NTHU cross-city benchmark."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

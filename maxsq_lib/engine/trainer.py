@@ -20,7 +20,7 @@ import random
 import resource
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -319,7 +319,7 @@ def _prepare_run_dir(run_dir: Path, cfg, stage: str, resume: bool, overwrite: bo
     distm.barrier(dist)
 
 
-def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
+def _configure_backends(cfg, device, dist) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed + 7919 * dist.rank)
@@ -331,167 +331,226 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not cfg.deterministic
 
-    plan = plan_for(cfg, stage)
+
+@dataclass
+class _Run:
+    """One run while it trains: what it was given, what it built, and what it has recorded."""
+
+    cfg: config_mod.RunConfig
+    stage: str
+    device: torch.device
+    dist: distm.DistInfo
+    run_dir: Path
+    plan: StagePlan
+    log: "_Logger"
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    val_ds: object
+    eval_kwargs: dict
+    init_note: str
+    lambda_info: dict | None
+    bn_mode: str
+    writer: object = None
+    train_model: torch.nn.Module | None = None
+    start: int = 0
+    history: list = field(default_factory=list)
+    train_log: list = field(default_factory=list)
+    best: dict | None = None
+    before: dict | None = None
+    elapsed_before: float = 0.0
+    saved_at: int | None = None
+    """The iteration of the last good ``last.pt``."""
+
+    @property
+    def class_set(self):
+        return class_set_for(self.cfg.data.num_classes)
+
+    def evaluate(self, desc: str, **kw) -> EvalResult:
+        return evaluate(self.model, self.val_ds, self.class_set, desc=desc, **{**self.eval_kwargs, **kw})
+
+
+def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
+    _configure_backends(cfg, device, dist)
     run_dir = run_dir_for(cfg, stage)
     _prepare_run_dir(run_dir, cfg, stage, resume, overwrite, dist)
-    class_set = class_set_for(cfg.data.num_classes)
     log = _Logger(run_dir / "train.log", enabled=dist.is_main)
-
     source_ds = build_dataset(cfg, "source")
     target_ds = build_dataset(cfg, "target") if stage == "adapt" else None
-    val_ds = build_dataset(cfg, "val")
+    run = _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress)
+    if resume and (run_dir / "last.pt").is_file():
+        _resume(run)
+    if dist.enabled:
+        run.train_model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    plan = run.plan
+    source_loader = _stream_loader(source_ds, cfg, plan.batch_size, run.start, plan.iterations, dist)
+    target_iter = None if target_ds is None else iter(
+        _stream_loader(target_ds, cfg, plan.target_batch_size, run.start, plan.iterations, dist))
+    run.writer = _tensorboard(run_dir, dist, purge_step=run.start)
+    if stage == "adapt" and run.before is None:
+        # The starting point on this target: the source-only row of this benchmark.
+        run.before = {"iteration": 0, **_brief(run.evaluate("eval before"))}
+        log(f"before adaptation: target val mIoU {100 * run.before['miou']:.2f}")
+    train_seconds = _loop(run, source_loader, target_iter, progress)
+    return _finish(run, train_seconds)
 
+
+def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _Run:
+    """Model (initialised), measured λ, config on disk, train mode, optimizer."""
+    plan = plan_for(cfg, stage)
+    val_ds = build_dataset(cfg, "val")
     model = build_model(cfg).to(device)
     init_note = _initialise(model, cfg, stage)
     log(init_note)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-
     lambda_info = None
     if stage == "adapt" and cfg.adapt.match_gradient_to:
         lambda_info = matched_lambda(model, target_ds, cfg, device)
         plan = plan_for(cfg, stage, lambda_target=lambda_info["lambda_target"])
         log(f"matched λ_T to {cfg.adapt.match_gradient_to}: {lambda_info}")
-
     if dist.is_main:
         config_mod.save(cfg, run_dir / "config.yaml")
-
     bn_mode = cfg.adapt.bn_mode if stage == "adapt" else "train"
     # before the optimizer and DDP, which both record the parameters that need gradients
     _set_train_mode(model, bn_mode)
     optimizer = _build_optimizer(model, plan.optim)
-    start, history, train_log, best, elapsed_before, before = 0, [], [], None, 0.0, None
-    if resume and (run_dir / "last.pt").is_file():
-        state = ckpt.load_checkpoint(run_dir / "last.pt", model=unwrap_model(model),
-                                     optimizer=optimizer, restore_rng=True)
-        start = int(state["step"])
-        extra = state.get("extra") or {}
-        history, train_log = list(extra.get("history", [])), list(extra.get("train_log", []))
-        best, before = extra.get("best"), extra.get("before")
-        elapsed_before = float(extra.get("elapsed", 0.0))
-        log(f"resumed from {run_dir / 'last.pt'} at iteration {start}")
-
-    train_model = model
-    if dist.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
-
-    source_loader = _stream_loader(source_ds, cfg, plan.batch_size, start, plan.iterations, dist)
-    target_iter = None
-    if target_ds is not None:
-        target_iter = iter(_stream_loader(target_ds, cfg, plan.target_batch_size, start,
-                                          plan.iterations, dist))
-
-    writer = _tensorboard(run_dir, dist, purge_step=start)
-    eval_every = (cfg.eval.source_every if stage == "source" and cfg.eval.source_every
-                  else cfg.eval.every)
     eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
                        amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress)
-    if stage == "adapt" and before is None:
-        # The starting point on this target: the source-only row of this benchmark.
-        before = {"iteration": 0, **_brief(evaluate(model, val_ds, class_set,
-                                                    desc="eval before", **eval_kwargs))}
-        log(f"before adaptation: target val mIoU {100 * before['miou']:.2f}")
+    return _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
+                init_note, lambda_info, bn_mode, train_model=model)
 
-    _set_train_mode(train_model, bn_mode)
-    sums = _RunningSums(device)
-    saved_at = start if start else None  # the iteration of the last good last.pt
-    best_key = best_criterion(cfg.data.num_classes)
+
+def _resume(run: _Run) -> None:
+    """Model, optimizer, RNG states, step and records from ``last.pt`` (exact resume)."""
+    state = ckpt.load_checkpoint(run.run_dir / "last.pt", model=unwrap_model(run.model),
+                                 optimizer=run.optimizer, restore_rng=True)
+    run.start = run.saved_at = int(state["step"])
+    extra = state.get("extra") or {}
+    run.history, run.train_log = list(extra.get("history", [])), list(extra.get("train_log", []))
+    run.best, run.before = extra.get("best"), extra.get("before")
+    run.elapsed_before = float(extra.get("elapsed", 0.0))
+    run.log(f"resumed from {run.run_dir / 'last.pt'} at iteration {run.start}")
+
+
+def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
+    """The iterations from ``run.start``; returns the training seconds (resumed runs included)."""
+    cfg, plan, optimizer = run.cfg, run.plan, run.optimizer
+    eval_every = (cfg.eval.source_every if run.stage == "source" and cfg.eval.source_every
+                  else cfg.eval.every)
+    _set_train_mode(run.train_model, run.bn_mode)
+    sums = _RunningSums(run.device)
     t0 = time.perf_counter()
-    bar = tqdm(total=plan.iterations, initial=start, desc=f"{run_name(cfg, stage)} seed{cfg.seed}",
-               disable=not progress or not dist.is_main, dynamic_ncols=True)
-    it = start
+    bar = tqdm(total=plan.iterations, initial=run.start,
+               desc=f"{run_name(cfg, run.stage)} seed{cfg.seed}",
+               disable=not progress or not run.dist.is_main, dynamic_ncols=True)
+    it = run.start
     for images, labels, _names in source_loader:
         lr = poly_lr(1.0, it, plan.horizon, plan.optim.poly_power)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * lr
-        step_logs = _train_step(train_model, plan, images, labels, target_iter, device, cfg)
+        step_logs = _train_step(run.train_model, plan, images, labels, target_iter, run.device, cfg)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sums.add(step_logs)
         it += 1
         bar.update(1)
-
-        if it % cfg.log_every == 0 or it == plan.iterations:
-            record = sums.flush(it, optimizer.param_groups[0]["lr"])
-            if not record["finite"]:
-                _diverged(run_dir, record["since"], it, saved_at)
-            train_log.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-            if writer:
-                for key, value in record.items():
-                    if isinstance(value, float):
-                        writer.add_scalar(f"train/{key}", value, it)
-        if writer and (it % cfg.image_every == 0 or it == plan.iterations):
-            _log_images(writer, model, val_ds, class_set, device, it)
-        evaluate_now = it % eval_every == 0 or it == plan.iterations
+        last = it == plan.iterations
+        if it % cfg.log_every == 0 or last:
+            _record(run, sums.flush(it, optimizer.param_groups[0]["lr"]), it, bar)
+        if run.writer and (it % cfg.image_every == 0 or last):
+            _log_images(run.writer, run.model, run.val_ds, run.class_set, run.device, it)
+        evaluate_now = it % eval_every == 0 or last
         if evaluate_now:
-            result = evaluate(model, val_ds, class_set, desc=f"eval @{it}", **eval_kwargs)
-            entry = {"iteration": it, **_brief(result)}
-            history.append(entry)
-            log(f"iteration {it}: target val mIoU {100 * result.miou:.2f}, "
-                f"mean entropy {result.mean_entropy:.4f}")
-            if writer:
-                writer.add_scalar("val/miou", result.miou, it)
-                writer.add_scalar("val/mean_entropy", result.mean_entropy, it)
-            if best is None or entry[best_key] > best[best_key]:
-                best = {**entry, "criterion": best_key}
-                if dist.is_main:
-                    _check_finite_before_save(sums, model, run_dir, it, saved_at)
-                    ckpt.save_checkpoint(run_dir / "best.pt", model=unwrap_model(model), step=it,
-                                         config=cfg.to_dict())
-        if evaluate_now or (writer and it % cfg.image_every == 0):
-            _set_train_mode(train_model, bn_mode)  # evaluation switched to eval mode
-        if it % cfg.checkpoint_every == 0 or it == plan.iterations:
-            if dist.is_main:
-                _check_finite_before_save(sums, model, run_dir, it, saved_at)
-                elapsed = elapsed_before + time.perf_counter() - t0
-                ckpt.save_checkpoint(run_dir / "last.pt", model=unwrap_model(model),
-                                     optimizer=optimizer, step=it, config=cfg.to_dict(),
-                                     extra={"history": history, "train_log": train_log,
-                                            "best": best, "before": before,
-                                            "elapsed": elapsed})
-                saved_at = it
-            distm.barrier(dist)
+            _evaluate_during(run, sums, it)
+        if evaluate_now or (run.writer and it % cfg.image_every == 0):
+            _set_train_mode(run.train_model, run.bn_mode)  # evaluation switched to eval mode
+        if it % cfg.checkpoint_every == 0 or last:
+            _save_last(run, sums, it, run.elapsed_before + time.perf_counter() - t0)
     bar.close()
-    train_seconds = elapsed_before + time.perf_counter() - t0
+    return run.elapsed_before + time.perf_counter() - t0
 
-    final = evaluate(model, val_ds, class_set, desc="final eval", **eval_kwargs)
+
+def _record(run: _Run, record: dict, it: int, bar) -> None:
+    if not record["finite"]:
+        _diverged(run.run_dir, record["since"], it, run.saved_at)
+    run.train_log.append(record)
+    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+    if run.writer:
+        for key, value in record.items():
+            if isinstance(value, float):
+                run.writer.add_scalar(f"train/{key}", value, it)
+
+
+def _evaluate_during(run: _Run, sums: "_RunningSums", it: int) -> None:
+    """Evaluate on target val; a new best (by :func:`best_criterion`) is saved as ``best.pt``."""
+    result = run.evaluate(f"eval @{it}")
+    entry = {"iteration": it, **_brief(result)}
+    run.history.append(entry)
+    run.log(f"iteration {it}: target val mIoU {100 * result.miou:.2f}, "
+            f"mean entropy {result.mean_entropy:.4f}")
+    if run.writer:
+        run.writer.add_scalar("val/miou", result.miou, it)
+        run.writer.add_scalar("val/mean_entropy", result.mean_entropy, it)
+    key = best_criterion(run.cfg.data.num_classes)
+    if run.best is None or entry[key] > run.best[key]:
+        run.best = {**entry, "criterion": key}
+        if run.dist.is_main:
+            _check_finite_before_save(sums, run.model, run.run_dir, it, run.saved_at)
+            ckpt.save_checkpoint(run.run_dir / "best.pt", model=unwrap_model(run.model), step=it,
+                                 config=run.cfg.to_dict())
+
+
+def _save_last(run: _Run, sums: "_RunningSums", it: int, elapsed: float) -> None:
+    if run.dist.is_main:
+        _check_finite_before_save(sums, run.model, run.run_dir, it, run.saved_at)
+        ckpt.save_checkpoint(run.run_dir / "last.pt", model=unwrap_model(run.model),
+                             optimizer=run.optimizer, step=it, config=run.cfg.to_dict(),
+                             extra={"history": run.history, "train_log": run.train_log,
+                                    "best": run.best, "before": run.before, "elapsed": elapsed})
+        run.saved_at = it
+    distm.barrier(run.dist)
+
+
+def _finish(run: _Run, train_seconds: float) -> dict:
+    """Final evaluations, ``final.pt``, ``metrics.json`` and the ``FINISHED`` marker."""
+    cfg, stage, plan, history = run.cfg, run.stage, run.plan, run.history
+    final = run.evaluate("final eval")
     metrics = {
         "stage": stage, "run": run_name(cfg, stage), "method": cfg.adapt.method if stage == "adapt" else "source",
         "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed,
-        "class_set": class_set.name, "class_names": list(class_set.class_names),
+        "class_set": run.class_set.name, "class_names": list(run.class_set.class_names),
         "iterations": plan.iterations, "lambda_target": plan.lambda_target,
-        "lambda_matching": lambda_info, "bn_mode": cfg.adapt.bn_mode if stage == "adapt" else "train",
-        "init": init_note, "before": before,
+        "lambda_matching": run.lambda_info, "bn_mode": run.bn_mode,
+        "init": run.init_note, "before": run.before,
         "last": {"iteration": plan.iterations, **_brief(final), "confusion": final.confusion.tolist()},
-        "best_on_target_val": best,
+        "best_on_target_val": run.best,
         "label_free_choice": min(history, key=lambda e: e["mean_entropy"]) if history else None,
-        "history": history, "train_log": train_log,
+        "history": history, "train_log": run.train_log,
         "timing": {"train_seconds": train_seconds,
-                   "seconds_per_iteration": train_seconds / max(1, plan.iterations - start)
-                   if start < plan.iterations else None},
+                   "seconds_per_iteration": train_seconds / max(1, plan.iterations - run.start)
+                   if run.start < plan.iterations else None},
     }
     if cfg.eval.flip:
-        flipped = evaluate(model, val_ds, class_set, flip=True, desc="final eval (flip)", **eval_kwargs)
+        flipped = run.evaluate("final eval (flip)", flip=True)
         metrics["last_flip"] = {"iteration": plan.iterations, **_brief(flipped)}
     if stage == "source" and cfg.data.source_val_split:
         src_val = build_dataset(cfg, "source_val")
-        kw = dict(eval_kwargs, limit=cfg.data.source_val_limit)
-        metrics["source_val"] = _brief(evaluate(model, src_val, class_set, desc="source val", **kw))
+        kw = dict(run.eval_kwargs, limit=cfg.data.source_val_limit)
+        metrics["source_val"] = _brief(evaluate(run.model, src_val, run.class_set, desc="source val", **kw))
     metrics["peak_rss_mb"] = peak_rss_mb()
     metrics["provenance"] = provenance()
-    if dist.is_main:
-        ckpt.save_checkpoint(run_dir / "final.pt", model=unwrap_model(model), step=plan.iterations,
-                             config=cfg.to_dict())
-        write_json_atomic(run_dir / "metrics.json", metrics)
-        (run_dir / FINISHED_MARKER).write_text("finished\n")
-        log(f"finished: target val mIoU {100 * final.miou:.2f} (last), "
-            f"best {100 * best['miou']:.2f} at {best['iteration']}; {train_seconds:.0f} s")
-    if writer:
-        writer.close()
-    distm.barrier(dist)
+    if run.dist.is_main:
+        ckpt.save_checkpoint(run.run_dir / "final.pt", model=unwrap_model(run.model),
+                             step=plan.iterations, config=cfg.to_dict())
+        write_json_atomic(run.run_dir / "metrics.json", metrics)
+        (run.run_dir / FINISHED_MARKER).write_text("finished\n")
+        run.log(f"finished: target val mIoU {100 * final.miou:.2f} (last), "
+                f"best {100 * run.best['miou']:.2f} at {run.best['iteration']}; {train_seconds:.0f} s")
+    if run.writer:
+        run.writer.close()
+    distm.barrier(run.dist)
     return metrics
 
 
