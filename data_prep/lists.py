@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from maxsq_lib.data.datasets import NTHU, DatasetError
+from maxsq_lib.files import write_text_atomic
 
 SYNTHIA_SPLITS: dict[str, range] = {"train": range(0, 9000), "val": range(9000, 9400)}
 """The authors' SYNTHIA split: ids 0-8999 train, 9000-9399 val."""
@@ -35,10 +36,7 @@ def write_list(path: str | Path, entries: Iterable[str]) -> int:
     """
     path = Path(path)
     entries = [str(e) for e in entries]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{e}\n" for e in entries))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{e}\n" for e in entries))
     return len(entries)
 
 

@@ -53,6 +53,7 @@ from cityscapesscripts.helpers import labels as _cs
 from PIL import Image
 
 from maxsq_lib.config import CITIES as REGISTRY_CITIES
+from maxsq_lib.files import write_bytes_atomic
 
 from .minicity_scene import (
     CITY_LAYOUTS,
@@ -312,11 +313,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def _label_image(label: np.ndarray, mode: str) -> Image.Image:

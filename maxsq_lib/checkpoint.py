@@ -36,7 +36,6 @@ import glob
 import os
 import random
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_file
 from .models import unwrap_model
 
 CHECKPOINT_FORMAT = "maxsq-checkpoint"
@@ -318,10 +318,6 @@ def _plain_info(obj: Mapping) -> dict:
 
 def _as_state_dict(obj: Any, path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensor mapping inside a loaded file (``obj["state_dict"]`` or ``obj`` itself), and info."""
-    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: this is a maxsq training checkpoint; use load_checkpoint ({expected})"
-        )
     info: dict = {}
     if isinstance(obj, Mapping) and "state_dict" in obj:
         info = _plain_info(obj)
@@ -552,21 +548,11 @@ def save_checkpoint(
         raise CheckpointError(f"{p}: cannot save checkpoint: {exc}") from exc
     p.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(p.parent, p.name)  # a kill during an earlier save leaves one
-    fd, tmp_name = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_file(p, "wb", fsync=True) as handle:
             torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, p)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, Exception):
-            raise CheckpointError(
-                f"{p}: writing the checkpoint failed ({_short_reason(exc)})"
-            ) from exc
-        raise
+    except Exception as exc:
+        raise CheckpointError(f"{p}: writing the checkpoint failed ({_short_reason(exc)})") from exc
     return p
 
 
@@ -658,15 +644,12 @@ def load_reference_checkpoint(
 
     Introduced in notebook ``05_evaluation``.
     """
-    p = Path(path)
-    expected = (
-        "expected the authors' checkpoint: a dict with a 'state_dict' entry whose keys start "
-        "with 'module.', or a bare state_dict"
-    )
-    obj = read_checkpoint_file(p, allow_numpy_scalars=True)
-    state, info = _as_state_dict(obj, p, expected)
-    report = _apply_state(model, _strip_prefix(state, _DATA_PARALLEL_PREFIX), p, strict)
-    report.info = info
+    wf = read_weights(path)
+    if wf.format == "maxsq":
+        raise CheckpointError(f"{wf.path}: this is a maxsq training checkpoint; use load_checkpoint "
+                              f"(or load_weights, which reads every format)")
+    report = _apply_state(model, wf.state, wf.path, strict)
+    report.info = wf.info
     return report
 
 
@@ -675,10 +658,10 @@ def load_init_checkpoint(
 ) -> LoadReport:
     """Initialise the backbone from the DeepLab COCO init file, as the authors' source training does.
 
-    The file's keys carry a wrapper name (``Scale.conv1.weight``); the first dotted component is
-    dropped. Keys whose remaining top level is ``layer5`` (the init model's classifier, which sat
-    on layer4) are skipped, every other tensor is copied; so both heads keep their N(0, 0.01)
-    init and BN ``num_batches_tracked`` stays as it is when the file lacks it.
+    The file's keys carry the wrapper name ``Scale.`` (``Scale.conv1.weight``), which is dropped.
+    Keys whose remaining top level is ``layer5`` (the init model's classifier, which sat on layer4)
+    are skipped, every other tensor is copied; so both heads keep their N(0, 0.01) init and BN
+    ``num_batches_tracked`` stays as it is when the file lacks it.
 
     Args:
         model: a paper-size :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
@@ -695,30 +678,19 @@ def load_init_checkpoint(
 
     Introduced in notebook ``02_source_pretraining``.
     """
-    p = Path(path)
-    expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
-    obj = read_checkpoint_file(p, allow_numpy_scalars=True)
-    state, info = _as_state_dict(obj, p, expected)
-    stripped: dict[str, torch.Tensor] = {}
-    skipped: list[str] = []
-    for key, value in state.items():
-        inner = key.split(".", 1)[1] if "." in key else key
-        if _top_level(inner) == _INIT_SKIPPED_TOP_LEVEL:
-            skipped.append(key)
-        else:
-            stripped[inner] = value
-    if {_top_level(k) for k in state} & {_top_level(k) for k in unwrap_model(model).state_dict()}:
-        hint = ("hint: the file's keys have no wrapper prefix (the first dotted name is "
-                "dropped); is it a plain model state_dict? use load_weights")
-    else:
-        hint = None
-    report = _load_init_state(model, stripped, p, strict_backbone, hint=hint)
-    report.skipped, report.info = skipped, info
+    wf = read_weights(path)
+    if wf.format != "deeplab_init":
+        raise CheckpointError(
+            f"{wf.path}: expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'; "
+            f"found {WEIGHT_FORMATS[wf.format]}: the file's keys have no wrapper prefix ('Scale.') "
+            "(use load_weights for a trained model)")
+    report = _load_init_state(model, wf.state, wf.path, strict_backbone)
+    report.skipped, report.info = list(wf.skipped), wf.info
     return report
 
 
 def _load_init_state(model: nn.Module, stripped: Mapping[str, torch.Tensor], p: Path,
-                     strict_backbone: bool, hint: str | None = None) -> LoadReport:
+                     strict_backbone: bool) -> LoadReport:
     """Copy init tensors (keys without the wrapper name, ``layer5`` removed) into the backbone."""
     expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
     net = unwrap_model(model)
@@ -736,8 +708,6 @@ def _load_init_state(model: nn.Module, stripped: Mapping[str, torch.Tensor], p: 
                 f"backbone tensors the file lacks ({len(missing_backbone)}): "
                 + "; ".join(_grouped(missing_backbone))
             )
-        if hint:
-            details.append(hint)
         raise CheckpointError(
             f"{p}: the init weights do not fit the model ({expected}):\n" + "\n".join(details)
         )

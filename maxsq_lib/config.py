@@ -358,12 +358,9 @@ def from_dict(data: Mapping[str, Any], source: str = "mapping") -> RunConfig:
 
 def save(cfg: RunConfig, path: str | os.PathLike) -> Path:
     """Write a resolved config as YAML atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    from .files import write_text_atomic
+
+    return write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -100,3 +100,29 @@ def test_no_import_cycles_anywhere():
 def test_the_course_never_imports_the_command_line():
     graph = import_graph()
     assert {m for m, t in graph.items() if m.startswith("maxsq_lib.course") and t & FRONT_DOOR} == set()
+
+
+def test_importing_changes_nothing_in_the_process():
+    """No environment variable, matplotlib backend or working folder is set by an import: that is
+    the entry points' business (Makefile, .ci/run, the CLI's main, the notebooks' first cell)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, json, os, pkgutil, sys\n"
+        "before = (dict(os.environ), os.getcwd())\n"
+        "import maxsq_lib\n"
+        "for m in pkgutil.walk_packages(maxsq_lib.__path__, 'maxsq_lib.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "import matplotlib\n"
+        "print(json.dumps({'env': dict(os.environ) == before[0], 'cwd': os.getcwd() == before[1],\n"
+        "                  'backend_forced': matplotlib.rcParams._get_backend_or_none() is not None}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "MPLBACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=PACKAGE.parent, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"env": True, "cwd": True, "backend_forced": False}

@@ -30,17 +30,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts (engine imports it)
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from ..config import CITIES, TABLE_METHODS as ADAPT_METHODS  # noqa: E402
-from ..engine.runs import find_runs  # noqa: E402
-from .tables import markdown_tables, summarize_runs  # noqa: E402
-from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,  # noqa: E402
+from ..config import CITIES, TABLE_METHODS as ADAPT_METHODS
+from ..engine.runs import find_runs
+from ..files import write_text_atomic
+from .tables import markdown_tables, summarize_runs
+from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,
                   legend_handles, save_figure)
 
 # ------------------------------------------------------------------------------------ constants
@@ -1369,14 +1368,6 @@ def results_markdown(course: CourseRuns, notes: Mapping[str, str | None]) -> str
     return "\n".join(lines) + "\n"
 
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 # ------------------------------------------------------------------------------------ regenerate
 
 def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data_root: str | None = None,
@@ -1447,5 +1438,5 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         notes[name] = None
     for fig in data_cache.get("figs", ()):
         plt.close(fig)
-    written.append(_write_text_atomic(out / "results.md", results_markdown(course, notes)))
+    written.append(write_text_atomic(out / "results.md", results_markdown(course, notes)))
     return written

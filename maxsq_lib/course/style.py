@@ -16,6 +16,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from ..data.transforms import denormalize_bgr  # noqa: F401  (re-exported for the figures)
+from ..files import atomic_file
 from ..labels import ClassSet, class_set_for, colorize
 
 STYLE: dict = {
@@ -72,11 +73,8 @@ def save_figure(fig, path: str | os.PathLike, close: bool = True) -> Path:
     suffix = path.suffix.lower()
     if suffix not in _METADATA:
         raise ValueError(f"{path}: unsupported figure format {suffix!r}; use .png, .svg or .pdf")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    with plt.rc_context(STYLE):
-        fig.savefig(tmp, metadata=_METADATA[suffix], bbox_inches=None)
-    os.replace(tmp, path)
+    with atomic_file(path, "wb") as handle, plt.rc_context(STYLE):
+        fig.savefig(handle, format=suffix[1:], metadata=_METADATA[suffix], bbox_inches=None)
     if close:
         plt.close(fig)
     return path

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.runs import find_runs, write_json_atomic
+from ..files import write_text_atomic
 
 METHOD_ORDER = ("source", "source_multi", "none", "minent", "maxsquare", "maxsquare_iw",
                 "maxsquare_iw_multi", "hard")
@@ -143,8 +144,5 @@ def write_summary(runs_root: str, profile: str, benchmark: str | None = None) ->
     md = [f"## Results: profile `{profile}`", ""]
     for b, table in summary["benchmarks"].items():
         md.append(markdown_tables(b, table))
-    md_path = base / "summary.md"
-    tmp = md_path.with_name(".summary.md.tmp")
-    tmp.write_text("\n".join(md))
-    tmp.replace(md_path)
+    md_path = write_text_atomic(base / "summary.md", "\n".join(md))
     return [json_path, md_path]

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..files import write_text_atomic
+
 FINISHED_MARKER = "FINISHED"
 
 
@@ -111,13 +113,8 @@ def _json_safe(value: Any) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON (NaN/inf as null) to a temporary file, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_json_safe(data), indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write JSON (NaN/inf as null) atomically."""
+    return write_text_atomic(path, json.dumps(_json_safe(data), indent=1, sort_keys=False) + "\n")
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict:
