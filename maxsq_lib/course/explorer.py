@@ -415,64 +415,71 @@ class Explorer:
 
     def widget(self, image_index: int = 0, method: str | None = None, threshold: float | None = None,
                alpha: float | None = None):
-        """The interactive explorer: sliders and a dropdown above an ``ipywidgets.Image``.
+        """The interactive explorer (see :func:`explorer_widget`); an ``ipywidgets.VBox``."""
+        return explorer_widget(self, image_index, method, threshold, alpha)
 
-        Children, in the order of :data:`WIDGET_CHILDREN`: image slider (``IntSlider``), method
-        (``Dropdown``), threshold δ (``FloatSlider``), IW ratio α (``FloatSlider``), status
-        (``HTML``), figure (``Image``, PNG bytes from :meth:`render`). Every control calls
-        ``observe(..., names="value")``; errors are shown in the status line instead of being lost
-        in the kernel log (what JupyterLab does with exceptions raised in widget callbacks).
 
-        Args:
-            image_index, method, threshold, alpha: the initial view (defaults: image 0, the last
-                method found, the config's δ and α).
-        Returns:
-            an ``ipywidgets.VBox``; show it with ``display(...)``.
-        """
-        import ipywidgets as w
+def explorer_widget(ex: Explorer, image_index: int = 0, method: str | None = None,
+                    threshold: float | None = None, alpha: float | None = None):
+    """The interactive explorer: sliders and a dropdown above an ``ipywidgets.Image``.
 
-        method = method if method is not None else self.methods[-1]
-        threshold = self.default_threshold if threshold is None else float(threshold)
-        alpha = self.default_alpha if alpha is None else float(alpha)
-        self._check(image_index, method, threshold, alpha)
-        wide = w.Layout(width="460px")
-        style = {"description_width": "170px"}
-        controls = {
-            "image": w.IntSlider(value=int(image_index), min=0, max=len(self) - 1, step=1,
-                                 description="target val image", continuous_update=False,
-                                 layout=wide, style=style),
-            "method": w.Dropdown(options=list(self.methods), value=method, description="run",
-                                 layout=wide, style=style),
-            "threshold": w.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01,
-                                       description="pseudo-label threshold δ", readout_format=".2f",
-                                       continuous_update=False, layout=wide, style=style),
-            "alpha": w.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05,
-                                   description="IW ratio α", readout_format=".2f",
+    Children, in the order of :data:`WIDGET_CHILDREN`: image slider (``IntSlider``), method
+    (``Dropdown``), threshold δ (``FloatSlider``), IW ratio α (``FloatSlider``), status
+    (``HTML``), figure (``Image``, PNG bytes from :meth:`Explorer.render`). Every control calls
+    ``observe(..., names="value")``; errors are shown in the status line instead of being lost
+    in the kernel log (what JupyterLab does with exceptions raised in widget callbacks).
+
+    Args:
+        ex: the explorer.
+        image_index, method, threshold, alpha: the initial view (defaults: image 0, the last
+            method found, the config's δ and α).
+    Returns:
+        an ``ipywidgets.VBox``; show it with ``display(...)``.
+    """
+    import ipywidgets as w
+
+    method = method if method is not None else ex.methods[-1]
+    threshold = ex.default_threshold if threshold is None else float(threshold)
+    alpha = ex.default_alpha if alpha is None else float(alpha)
+    ex._check(image_index, method, threshold, alpha)
+    wide = w.Layout(width="460px")
+    style = {"description_width": "170px"}
+    controls = {
+        "image": w.IntSlider(value=int(image_index), min=0, max=len(ex) - 1, step=1,
+                             description="target val image", continuous_update=False,
+                             layout=wide, style=style),
+        "method": w.Dropdown(options=list(ex.methods), value=method, description="run",
+                             layout=wide, style=style),
+        "threshold": w.FloatSlider(value=threshold, min=0.0, max=1.0, step=0.01,
+                                   description="pseudo-label threshold δ", readout_format=".2f",
                                    continuous_update=False, layout=wide, style=style),
-        }
-        status = w.HTML(value="", layout=w.Layout(width="100%"))
-        figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1100px"))
+        "alpha": w.FloatSlider(value=alpha, min=0.0, max=1.0, step=0.05,
+                               description="IW ratio α", readout_format=".2f",
+                               continuous_update=False, layout=wide, style=style),
+    }
+    status = w.HTML(value="", layout=w.Layout(width="100%"))
+    figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1100px"))
 
-        def refresh(_change: Any = None) -> None:
-            args = (controls["image"].value, controls["method"].value, controls["threshold"].value,
-                    controls["alpha"].value)
-            try:
-                png = self.render(*args)
-                text = self.status_html(*args)
-            except Exception as exc:  # noqa: BLE001 - shown to the learner, not swallowed
-                status.value = (f"<span style='color:#b00'>error: {html.escape(type(exc).__name__)}: "
-                                f"{html.escape(str(exc))}</span>")
-                return
-            figure.value = png
-            status.value = text
+    def refresh(_change: Any = None) -> None:
+        args = (controls["image"].value, controls["method"].value, controls["threshold"].value,
+                controls["alpha"].value)
+        try:
+            png = ex.render(*args)
+            text = ex.status_html(*args)
+        except Exception as exc:  # noqa: BLE001 - shown to the learner, not swallowed
+            status.value = (f"<span style='color:#b00'>error: {html.escape(type(exc).__name__)}: "
+                            f"{html.escape(str(exc))}</span>")
+            return
+        figure.value = png
+        status.value = text
 
-        for control in controls.values():
-            control.observe(refresh, names="value")
-        refresh()
-        box = w.VBox([controls["image"], controls["method"], controls["threshold"], controls["alpha"],
-                      status, figure])
-        box.refresh = refresh  # type: ignore[attr-defined]  # lets tests and notebooks redraw
-        return box
+    for control in controls.values():
+        control.observe(refresh, names="value")
+    refresh()
+    box = w.VBox([controls["image"], controls["method"], controls["threshold"], controls["alpha"],
+                  status, figure])
+    box.refresh = refresh  # type: ignore[attr-defined]  # lets tests and notebooks redraw
+    return box
 
 
 def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: str = "",

@@ -224,87 +224,37 @@ def _parse_size(size, what: str = "size") -> Size | None:
     return (width, height)
 
 
-class SegmentationDataset(Dataset):
-    """Common reading, checking and preprocessing of the four datasets (use a subclass).
+class ListedFiles:
+    """A dataset's files as its list file names them, checked on disk (use a subclass).
+
+    The layout of each dataset (folders, list entries, file names) is a table in its subclass;
+    this class reads the list, resolves every entry to its files and says, naming the file and the
+    expected layout, what is missing. :class:`SegmentationDataset` adds reading and preprocessing.
 
     Args:
         root: folder that holds the datasets (``GTA5/``, ``SYNTHIA/``, ``Cityscapes/``,
             ``NTHU_Datasets/``).
         split: list name, i.e. ``<dataset>/list/<split>.txt``.
-        size: output image size ``(W, H)`` (bicubic resize, aspect ratio not kept), or None for the
-            native size. The authors' sizes are in :data:`PAPER_SIZES`.
-        num_classes: 19, 16, 13 or 10: the class set of the labels
-            (:func:`maxsq_lib.labels.class_set_for`).
-        augment: training augmentation (mirror, then blur), drawn per ``(seed, epoch, index)``.
-        label_size: ``"image"`` (labels at the output image size, nearest resize, the authors'
-            protocol), ``"native"`` (the label file's resolution), or an explicit ``(W, H)``.
-        full_resolution_labels: shorthand for ``label_size="native"``.
-        seed: seed of the augmentation draws (the engine sets it from the run's seed).
-        flip_p: probability of the horizontal mirror when augmenting.
-        blur_p: probability of the Gaussian blur when augmenting (0 turns it off).
         check_files: check at construction that every listed file exists.
-        allow_size_mismatch: resize image and label independently when their sizes differ, as the
-            authors' code does (a few real GTA5 pairs differ); the first such pair is reported
-            once and :attr:`size_mismatches` names them all (``maxsq data check`` lists them
-            without training). False raises instead.
-        cache_bytes: memory for keeping items resized and mapped (before augmentation) after
-            their first read; 0 turns it off. Decoding PNGs was about a tenth of a MiniCity
-            training step, and a run reads each image many times (epochs, every evaluation).
     """
 
     title: ClassVar[str] = ""
     folder: ClassVar[str] = ""
-    label_map: ClassVar[str] = "cityscapes"  # which lookup table of the class set
-    label_ids: ClassVar[frozenset[int]] = CITYSCAPES_LABEL_IDS
-    multichannel_labels: ClassVar[bool] = False
     layout: ClassVar[str] = ""
     entry_example: ClassVar[str] = ""
     writer: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        root: str | Path = "datasets",
-        split: str = "train",
-        size: Size | None = None,
-        num_classes: int = 19,
-        augment: bool = False,
-        *,
-        label_size: Size | str = "image",
-        full_resolution_labels: bool = False,
-        seed: int = 0,
-        flip_p: float = 0.5,
-        blur_p: float = 0.5,
-        check_files: bool = True,
-        allow_size_mismatch: bool = True,
-        cache_bytes: int = 256 * 2**20,
-    ) -> None:
+    def __init__(self, root: str | Path = "datasets", split: str = "train", check_files: bool = True) -> None:
         self.root = Path(root)
         self.split = str(split)
-        self.size = _parse_size(size)
-        self.class_set: ClassSet = class_set_for(num_classes)
-        self.num_classes = self.class_set.num_classes
-        self.lut: np.ndarray = getattr(self.class_set, f"{self.label_map}_id_lut")
-        self.augment = bool(augment)
-        if full_resolution_labels:
-            label_size = "native"
-        if label_size not in ("image", "native"):
-            label_size = _parse_size(label_size, "label_size")
-        self.label_size = label_size
-        self.seed = int(seed)
-        self.epoch = 0
-        self.flip_p = float(flip_p)
-        self.blur_p = float(blur_p)
-        self.allow_size_mismatch = bool(allow_size_mismatch)
-        self.size_mismatches: set[str] = set()
-        """Names of the items read so far whose image and label sizes differ."""
-        self.cache_bytes = int(cache_bytes)
-        self._cache: dict[int, tuple[Image.Image, np.ndarray]] = {}
-        self._cached_bytes = 0
         self._require_folder()
         self.list_file = self.list_path(self.split)
         self.samples: list[Sample] = self._read_list()
         if check_files:
             self._check_files()
+
+    def __len__(self) -> int:
+        return len(self.samples)
 
     # ---- layout (subclasses) -------------------------------------------------------------
 
@@ -422,10 +372,77 @@ class SegmentationDataset(Dataset):
                 f"Expected layout:\n{self._layout_text()}"
             )
 
-    # ---- items -----------------------------------------------------------------------------
+class SegmentationDataset(ListedFiles, Dataset):
+    """Reading and preprocessing of the four datasets, the authors' way (use a subclass).
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    Args:
+        root: folder that holds the datasets (see :class:`ListedFiles`).
+        split: list name, i.e. ``<dataset>/list/<split>.txt``.
+        size: output image size ``(W, H)`` (bicubic resize, aspect ratio not kept), or None for the
+            native size. The authors' sizes are in :data:`PAPER_SIZES`.
+        num_classes: 19, 16, 13 or 10: the class set of the labels
+            (:func:`maxsq_lib.labels.class_set_for`).
+        augment: training augmentation (mirror, then blur), drawn per ``(seed, epoch, index)``.
+        label_size: ``"image"`` (labels at the output image size, nearest resize, the authors'
+            protocol), ``"native"`` (the label file's resolution), or an explicit ``(W, H)``.
+        full_resolution_labels: shorthand for ``label_size="native"``.
+        seed: seed of the augmentation draws (the engine sets it from the run's seed).
+        flip_p: probability of the horizontal mirror when augmenting.
+        blur_p: probability of the Gaussian blur when augmenting (0 turns it off).
+        check_files: check at construction that every listed file exists.
+        allow_size_mismatch: resize image and label independently when their sizes differ, as the
+            authors' code does (a few real GTA5 pairs differ); the first such pair is reported
+            once and :attr:`size_mismatches` names them all (``maxsq data check`` lists them
+            without training). False raises instead.
+        cache_bytes: memory for keeping items resized and mapped (before augmentation) after
+            their first read; 0 turns it off. Decoding PNGs was about a tenth of a MiniCity
+            training step, and a run reads each image many times (epochs, every evaluation).
+    """
+
+    label_map: ClassVar[str] = "cityscapes"  # which lookup table of the class set
+    label_ids: ClassVar[frozenset[int]] = CITYSCAPES_LABEL_IDS
+    multichannel_labels: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        root: str | Path = "datasets",
+        split: str = "train",
+        size: Size | None = None,
+        num_classes: int = 19,
+        augment: bool = False,
+        *,
+        label_size: Size | str = "image",
+        full_resolution_labels: bool = False,
+        seed: int = 0,
+        flip_p: float = 0.5,
+        blur_p: float = 0.5,
+        check_files: bool = True,
+        allow_size_mismatch: bool = True,
+        cache_bytes: int = 256 * 2**20,
+    ) -> None:
+        self.size = _parse_size(size)
+        self.class_set: ClassSet = class_set_for(num_classes)
+        self.num_classes = self.class_set.num_classes
+        self.lut: np.ndarray = getattr(self.class_set, f"{self.label_map}_id_lut")
+        self.augment = bool(augment)
+        if full_resolution_labels:
+            label_size = "native"
+        if label_size not in ("image", "native"):
+            label_size = _parse_size(label_size, "label_size")
+        self.label_size = label_size
+        self.seed = int(seed)
+        self.epoch = 0
+        self.flip_p = float(flip_p)
+        self.blur_p = float(blur_p)
+        self.allow_size_mismatch = bool(allow_size_mismatch)
+        self.size_mismatches: set[str] = set()
+        """Names of the items read so far whose image and label sizes differ."""
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[int, tuple[Image.Image, np.ndarray]] = {}
+        self._cached_bytes = 0
+        super().__init__(root, split, check_files)
+
+    # ---- items -----------------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentation draws the next items use (called by the engine)."""
