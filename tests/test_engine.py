@@ -336,3 +336,16 @@ def test_planned_jobs_are_configs_run_by_the_pool(smoke_root, tmp_path):
     broken = plan_jobs("smoke", "minicity", [1], [], runs=str(tmp_path), data_root=str(tmp_path / "nowhere"))
     with pytest.raises(RuntimeError, match=r"source_multi seed1 failed \(exit 2\); log: .*console.log"):
         run_jobs(broken, parallel=1, log=lambda m: None)
+
+
+def test_tensorboard_holds_one_grid_image_per_val_item(source_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs, _ = source_run
+    tb = EventAccumulator(str(Path(runs) / "smoke/minicity/source_multi/seed0/tb"), size_guidance={"images": 0})
+    tb.Reload()
+    assert {"val0", "val1"} <= set(tb.Tags()["images"])
+    image = tb.Images("val0")[-1]
+    # input | label | prediction | entropy, 64x32 each, 2 px apart and around (torchvision's grid)
+    assert (image.width, image.height) == (4 * 64 + 5 * 2, 32 + 2 * 2)
+    assert "train/loss" in tb.Tags()["scalars"] and "val/miou" in tb.Tags()["scalars"]

@@ -221,7 +221,8 @@ def test_per_class_gain_heatmap_cells(full_outputs):
     runs, *_ = full_outputs
     course = F.load_course_runs(runs, PROFILE)
     fig = F.per_class_gain_figure(course.by_benchmark["minicity"])
-    cells = np.ma.filled(fig.axes[0].images[0].get_array(), np.nan)
+    mesh = fig.axes[0].collections[0]  # seaborn's heatmap: one QuadMesh, a cell per value
+    cells = np.ma.filled(mesh.get_array(), np.nan).reshape(len(F.ADAPT_METHODS), len(CLASSES))
     center = (len(CLASSES) - 1) / 2
     for row, method in enumerate(F.ADAPT_METHODS):
         expected = [100 * (BASE[method] - BASE["source_multi"] + SLOPE[method] * (j - center))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
@@ -295,6 +296,16 @@ def _bar_with_seeds(ax, x: float, per_seed: Mapping[int, float], color: str, wid
                     fontsize=fontsize)
 
 
+def _grouped_bar_axes(ax, names: Sequence[str], title: str, ncol: int) -> None:
+    """Ticks, labels, head room and legend of a figure with a group of bars per run."""
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([_label(n) for n in names], rotation=20, ha="right")
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.22)
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8, loc="upper center", ncol=ncol)
+
+
 # ------------------------------------------------------------------------------------ figures
 
 def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None = PAPER_GTA5_CITYSCAPES,
@@ -440,29 +451,20 @@ def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ADAPT_M
     with figure_style():
         fig, ax = plt.subplots(figsize=(max(8.0, 0.85 * len(classes) + 2.6), 0.55 * len(rows) + 2.4))
         limit = max(1.0, float(np.nanmax(np.abs(gains))) if np.isfinite(gains).any() else 1.0)
-        cmap = plt.get_cmap("RdBu").with_extremes(bad="#dddddd")
-        image = ax.imshow(np.ma.masked_invalid(gains), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
-        for i in range(len(rows)):
-            for j in range(len(classes)):
-                v = gains[i, j]
-                text = "–" if not np.isfinite(v) else f"{v:+.1f}"
-                dark = np.isfinite(v) and abs(v) > 0.6 * limit
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if dark else "black")
+        ax.set_facecolor("#dddddd")  # classes without a value (no pixel, or no run)
+        sns.heatmap(gains, ax=ax, mask=~np.isfinite(gains), cmap="RdBu", vmin=-limit, vmax=limit,
+                    center=0, annot=True, fmt="+.1f", annot_kws={"fontsize": 8},
+                    cbar_kws={"fraction": 0.03, "pad": 0.02, "label": "IoU gain (points)"})
         labels = []
         for j, c in enumerate(classes):
             star = "*" if share is not None and share[j] < RARE_SHARE else ""
             src = "–" if source_iou[j] is None else f"{100 * source_iou[j]:.0f}"
             labels.append(f"{c}{star}\nsource {src}")
-        ax.set_xticks(range(len(classes)))
+        ax.set_xticks(np.arange(len(classes)) + 0.5)
         ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([_label(m) for m in rows])
+        ax.set_yticks(np.arange(len(rows)) + 0.5)
+        ax.set_yticklabels([_label(m) for m in rows], rotation=0)
         ax.tick_params(length=0)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
-        bar.set_label("IoU gain (points)")
         ax.set_title(f"{benchmark}: per-class IoU gain over the source model (paired, mean over "
                      f"{_seed_text(seeds)})")
         if share is not None:
@@ -631,12 +633,7 @@ def selection_rules_figure(table: Mapping[str, dict], methods: Sequence[str] = (
             for i, (name, entry) in enumerate(rows):
                 _bar_with_seeds(ax, i + (k - 1) * width, _seed_values(entry, key), _SELECTION_COLORS[k],
                                 width=width, label=text if i == 0 else None, fontsize=6.5)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([_label(n) for n, _ in rows], rotation=20, ha="right")
-        ax.set_ylabel("target val mIoU (%)")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.22)
-        ax.set_title(f"{benchmark}: selection rules, mean over {_seed_text(seeds)}")
-        ax.legend(frameon=False, fontsize=8, loc="upper center", ncol=3)
+        _grouped_bar_axes(ax, [n for n, _ in rows], f"{benchmark}: selection rules, mean over {_seed_text(seeds)}", ncol=3)
         fig.tight_layout()
     return fig
 
@@ -794,12 +791,7 @@ def flip_figure(table: Mapping[str, dict], methods: Sequence[str] = ("source",) 
                             label="no flip" if i == 0 else None, fontsize=6.5)
             _bar_with_seeds(ax, i + width / 2, _seed_values(entry, "miou_flip"), color, width=width,
                             hatch="///", label="flip (mean of the softmaxes)" if i == 0 else None, fontsize=6.5)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels([_label(n) for n, _ in rows], rotation=20, ha="right")
-        ax.set_ylabel("target val mIoU (%)")
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.22)
-        ax.set_title(f"{benchmark}: flip ensembling, last iteration, {_seed_text(seeds)}")
-        ax.legend(frameon=False, fontsize=8, loc="upper center", ncol=2)
+        _grouped_bar_axes(ax, [n for n, _ in rows], f"{benchmark}: flip ensembling, last iteration, {_seed_text(seeds)}", ncol=2)
         fig.tight_layout()
     return fig
 

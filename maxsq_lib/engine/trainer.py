@@ -690,24 +690,28 @@ def _tensorboard(run_dir: Path, dist, purge_step: int):
 
 @torch.no_grad()
 def _log_images(writer, model, val_ds, class_set, device, iteration: int, count: int = 2) -> None:
-    """Input, label, prediction and entropy panels for the first ``count`` val images."""
-    from ..labels import colorize
+    """One TensorBoard image per val item (the first ``count``): input | label | prediction |
+    normalised entropy, side by side (``torchvision.utils.make_grid``)."""
+    from torchvision.utils import make_grid
+
     from ..data.transforms import denormalize_bgr
+    from ..labels import colorize
     from .evaluation import normalized_entropy, predict_probabilities
 
     was_training = model.training
     model.eval()
     for k in range(min(count, len(val_ds))):
-        image, label, name = val_ds[k]
+        image, label, _name = val_ds[k]
         probs = predict_probabilities(model, image[None].to(device))
-        pred = probs.argmax(1)[0].cpu().numpy()
-        ent = normalized_entropy(probs)[0].cpu().numpy()
-        panels = {
-            "input": denormalize_bgr(image.numpy()),
-            "label": colorize(label.numpy(), class_set),
-            "prediction": colorize(pred, class_set),
-            "entropy": (np.stack([ent] * 3, -1) * 255).astype(np.uint8),
-        }
-        for key, img in panels.items():
-            writer.add_image(f"val{k}/{key}", img, iteration, dataformats="HWC")
+        size = tuple(probs.shape[-2:])
+        if tuple(label.shape) != size:  # labels at their native resolution: shown at the image's
+            label = torch.nn.functional.interpolate(label[None, None].float(), size=size,
+                                                    mode="nearest")[0, 0].long()
+        entropy = np.nan_to_num(normalized_entropy(probs)[0].cpu().numpy(), nan=1.0)
+        panels = [denormalize_bgr(image.numpy()), colorize(label.numpy(), class_set),
+                  colorize(probs.argmax(1)[0].cpu().numpy(), class_set),
+                  (np.stack([entropy] * 3, -1) * 255).astype(np.uint8)]
+        grid = make_grid([torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1) for p in panels],
+                         nrow=len(panels), padding=2, pad_value=255)
+        writer.add_image(f"val{k}", grid, iteration)
     model.train(was_training)
