@@ -136,8 +136,9 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
     _train_flags(ad)
     ad.add_argument("--method", "--target_mode", dest="method", required=True,
                     choices=C.METHODS,
-                    help="target loss: none (BatchNorm-only control), minent, maxsquare, "
-                         "maxsquare_iw, maxsquare_iw_multi, hard")
+                    help="adabn (BatchNorm statistics re-estimated on target, no gradient step), "
+                         "none (source training, target batches through BatchNorm), minent, "
+                         "maxsquare, maxsquare_iw, maxsquare_iw_multi, hard")
     ad.add_argument("--lambda-target", "--lambda_target", dest="lambda_target", type=float,
                     default=None, help="λ_T (default: profile; paper 0.1, Multi 0.09)")
     ad.add_argument("--iw-ratio", "--IW_ratio", dest="iw_ratio", type=float, default=None,
@@ -150,7 +151,7 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
                          "authors' --freeze_bn: statistics fixed, affine trained) or frozen "
                          "(statistics and affine fixed)")
     ad.add_argument("--match-gradient-to", default=None,
-                    choices=[m for m in C.METHODS if m not in ("none", "maxsquare_iw_multi")],
+                    choices=[m for m in C.METHODS if m not in ("adabn", "none", "maxsquare_iw_multi")],
                     help="set λ_T so that the initial logit-gradient norm equals this method's "
                          "at the same λ_T")
     ad.add_argument("--match-gradient-lambda", type=float, default=None, metavar="λ_REF",

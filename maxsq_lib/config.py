@@ -34,8 +34,10 @@ PROFILES = ("smoke", "cpu", "gpu", "paper")
 """Configuration profiles, ``configs/<profile>.yaml``."""
 MINICITY_PROFILES = ("smoke", "cpu", "gpu")
 """Profiles whose data MiniCity generates (``paper`` reads the real datasets)."""
-METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
-"""Target-loss strategies of the adaptation stage (``none`` = target batches through BN only)."""
+METHODS = ("adabn", "none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
+"""Adaptation methods: ``adabn`` re-estimates BatchNorm statistics on target images and takes no
+gradient step (Li et al. 2016); ``none`` trains on source while target batches pass through
+BatchNorm; the others add a target loss (a strategy of :mod:`maxsq_lib.engine.strategies`)."""
 TABLE_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
 """The main table's adaptation rows, in the paper's order, after our BatchNorm-only control."""
 CROSS_CITY_METHODS = ("maxsquare", "maxsquare_iw")
@@ -180,7 +182,8 @@ class RunConfig:
         _check_choice("source.optim.name", self.source.optim.name, ("sgd", "adam"))
         _check_choice("adapt.optim.name", self.adapt.optim.name, ("sgd", "adam"))
         if self.adapt.match_gradient_to is not None:
-            _check_choice("adapt.match_gradient_to", self.adapt.match_gradient_to, METHODS[1:])
+            _check_choice("adapt.match_gradient_to", self.adapt.match_gradient_to,
+                          tuple(m for m in METHODS if m not in ("adabn", "none")))
         for name in ("source.iterations", "adapt.iterations", "log_every", "checkpoint_every",
                      "eval.every", "source.batch_size", "adapt.batch_size",
                      "adapt.target_batch_size"):

@@ -349,3 +349,32 @@ def test_tensorboard_holds_one_grid_image_per_val_item(source_run):
     # input | label | prediction | entropy, 64x32 each, 2 px apart and around (torchvision's grid)
     assert (image.width, image.height) == (4 * 64 + 5 * 2, 32 + 2 * 2)
     assert "train/loss" in tb.Tags()["scalars"] and "val/miou" in tb.Tags()["scalars"]
+
+
+def test_adabn_reestimates_batchnorm_and_takes_no_step(source_run, smoke_root):
+    from maxsq_lib.engine.adabn import reestimate_batchnorm
+    from maxsq_lib.engine.trainer import build_dataset, build_model
+
+    runs, _ = source_run
+    cfg = smoke_cfg(smoke_root, runs, "adabn")
+    m = train(cfg, "adapt", progress=False)
+    assert m["method"] == "adabn" and m["iterations"] == 0 and m["history"] == []
+    assert m["best_on_target_val"]["miou"] == m["last"]["miou"]
+    source = torch.load(Path(runs) / "smoke/minicity/source_multi/seed0/final.pt", weights_only=True)["model"]
+    adapted = torch.load(run_dir_for(cfg, "adapt") / "final.pt", weights_only=True)["model"]
+    stats = [k for k in source if k.endswith(("running_mean", "running_var"))]
+    assert all(not torch.equal(source[k], adapted[k]) for k in stats)  # every BN layer re-estimated
+    assert all(torch.equal(source[k], adapted[k]) for k in source
+               if k not in stats and not k.endswith("num_batches_tracked"))  # no gradient step
+    # the statistics are the average over the target train images: by hand for the stem BN
+    model = build_model(cfg)
+    model.load_state_dict(source)
+    target = build_dataset(cfg, "target")
+    target.augment = False
+    seen = []
+    hook = model.bn1.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].mean(dim=(0, 2, 3))))
+    assert reestimate_batchnorm(model, target, batch_size=len(target), device="cpu") == len(target)
+    hook.remove()
+    torch.testing.assert_close(model.bn1.running_mean, seen[0])
+    torch.testing.assert_close(adapted["bn1.running_mean"], seen[0], rtol=1e-4, atol=1e-5)
+    assert m["last"]["miou"] != m["before"]["miou"]

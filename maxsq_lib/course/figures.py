@@ -71,7 +71,7 @@ PAPER_NTHU: dict[str, dict[str, float]] = {
 
 
 METHOD_LABELS: dict[str, str] = {
-    "source": "source only", "none": "none (BN only)", "minent": "MinEnt", "maxsquare": "MaxSquare",
+    "source": "source only", "adabn": "AdaBN (BN statistics only)", "none": "none (BN only)", "minent": "MinEnt", "maxsquare": "MaxSquare",
     "maxsquare_iw": "MaxSquare+IW", "maxsquare_iw_multi": "MaxSquare+IW+Multi"}
 
 RARE_SHARE = 0.02

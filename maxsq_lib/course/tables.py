@@ -19,7 +19,7 @@ import numpy as np
 from ..engine.runs import find_runs, write_json_atomic
 from ..files import write_text_atomic
 
-METHOD_ORDER = ("source", "source_multi", "none", "minent", "maxsquare", "maxsquare_iw",
+METHOD_ORDER = ("source", "source_multi", "adabn", "none", "minent", "maxsquare", "maxsquare_iw",
                 "maxsquare_iw_multi", "hard")
 
 

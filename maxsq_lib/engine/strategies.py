@@ -78,7 +78,8 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
     """Build the strategy for an adaptation method by name.
 
     Args:
-        method: ``none``, ``minent``, ``maxsquare``, ``maxsquare_iw``, ``maxsquare_iw_multi``, ``hard``.
+        method: ``adabn``, ``none``, ``minent``, ``maxsquare``, ``maxsquare_iw``,
+            ``maxsquare_iw_multi``, ``hard``.
         lambda_target: λ_T.
         lambda_seg: λ_seg, the aux-head weight of multi-level guidance.
         threshold: confidence threshold δ of multi-level guidance and of ``hard``.
@@ -111,6 +112,7 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
         return losses.source_cross_entropy(main, pseudo), {"pseudo_label_fraction": (pseudo >= 0).float().mean()}
 
     table = {
+        "adabn": (None, False),  # no gradient step at all: see maxsq_lib.engine.adabn
         "none": (None, False),
         "minent": (minent, False),
         "maxsquare": (maxsquare, False),

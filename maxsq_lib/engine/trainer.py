@@ -13,6 +13,7 @@ TensorBoard files under ``tb/``. Introduced in notebook ``02_source_pretraining`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -392,8 +393,24 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
         # The starting point on this target: the source-only row of this benchmark.
         run.before = {"iteration": 0, **_brief(run.evaluate("eval before"))}
         log(f"before adaptation: target val mIoU {100 * run.before['miou']:.2f}")
+    if stage == "adapt" and cfg.adapt.method == "adabn":
+        return _finish_adabn(run, target_ds, progress)
     train_seconds = _loop(run, source_loader, target_iter, progress)
     return _finish(run, train_seconds)
+
+
+def _finish_adabn(run: _Run, target_ds, progress: bool) -> dict:
+    """The ``adabn`` control: BatchNorm statistics from the target train images (not augmented),
+    no gradient step; recorded as a run of 0 iterations."""
+    from .adabn import reestimate_batchnorm
+
+    t0 = time.perf_counter()
+    target_ds.augment = False
+    seen = reestimate_batchnorm(run.model, target_ds, run.cfg.adapt.target_batch_size, run.device,
+                                progress=progress and run.dist.is_main)
+    run.log(f"adabn: BatchNorm statistics re-estimated on {seen} target train images")
+    run.plan = dataclasses.replace(run.plan, iterations=0)
+    return _finish(run, time.perf_counter() - t0)
 
 
 def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _Run:
@@ -517,6 +534,9 @@ def _finish(run: _Run, train_seconds: float) -> dict:
     """Final evaluations, ``final.pt``, ``metrics.json`` and the ``FINISHED`` marker."""
     cfg, stage, plan, history = run.cfg, run.stage, run.plan, run.history
     final = run.evaluate("final eval")
+    if run.best is None:  # no evaluation during training (adabn): the final model is the best
+        run.best = {"iteration": plan.iterations, **_brief(final),
+                    "criterion": best_criterion(cfg.data.num_classes)}
     metrics = {
         "stage": stage, "run": run_name(cfg, stage), "method": cfg.adapt.method if stage == "adapt" else "source",
         "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed,
