@@ -130,14 +130,28 @@ def full_outputs(tmp_path_factory):
 
 def test_regenerate_is_byte_identical(full_outputs):
     _, out, (written_1, hashes_1), (written_2, hashes_2) = full_outputs
-    assert written_1 == written_2 == [out / name for name in RUN_FIGURES + ["results.md"]]
-    assert set(hashes_1) == set(RUN_FIGURES) | {"results.md", "notes.txt"}
+    assert written_1 == written_2 == [out / name for name in RUN_FIGURES + ["results.md", "results.json"]]
+    assert set(hashes_1) == set(RUN_FIGURES) | {"results.md", "results.json", "notes.txt"}
     assert hashes_1 == hashes_2
     assert (out / "notes.txt").read_text() == "keep me"  # nothing else in the folder is touched
     assert not list(out.glob(".*"))  # atomic writes leave no temporary files
     for name in RUN_FIGURES:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"tIME" not in data and b"Software" not in data
+
+
+def test_results_json_holds_every_run_per_seed(full_outputs):
+    _, out, *_ = full_outputs
+    data = json.loads((out / "results.json").read_text())
+    assert data["profile"] == PROFILE and data["commit"] == COMMIT
+    main = data["benchmarks"]["minicity"]
+    assert set(main["splits"]) >= {"select", "report"}
+    ms = main["runs"]["maxsquare"]
+    assert (ms["method"], ms["iterations"]) == ("maxsquare", 100)
+    assert ms["seeds"]["0"]["miou"] == pytest.approx(45.0) and ms["seeds"]["1"]["miou"] == pytest.approx(46.0)
+    assert ms["seeds"]["0"]["gain"] == pytest.approx(5.0)
+    assert set(ms["seeds"]["0"]["per_class"]) == set(CLASSES)
+    assert {"Rome", "Rio"} <= {b.split("_")[-1].capitalize() for b in data["benchmarks"] if "nthu" in b}
 
 
 def test_results_md_quotes_the_runs(full_outputs):
@@ -177,7 +191,7 @@ def test_only_main_table_skips_the_rest(tmp_path):
     written = F.regenerate(runs_root=runs, profile=PROFILE, data_root=str(tmp_path / "nd"), out_dir=tmp_path / "f")
     names = {p.name for p in written}
     skipped = {"lambda_sweep.png", "bn_mode.png", "cross_city.png"}
-    assert names == set(RUN_FIGURES) - skipped | {"results.md"}
+    assert names == set(RUN_FIGURES) - skipped | {"results.md", "results.json"}
     text = (tmp_path / "f" / "results.md").read_text()
     assert "- `lambda_sweep.png`: skipped (no λ-sweep runs" in text
     assert "- `bn_mode.png`: skipped (no maxsquare-bn-frozen run in minicity)" in text
@@ -192,7 +206,7 @@ def test_cross_city_only_still_works(tmp_path):
         for seed in folder.iterdir():
             (seed / "FINISHED").unlink()  # unfinished runs are not read
     written = F.regenerate(runs_root=runs, profile=PROFILE, data_root=None, out_dir=tmp_path / "f")
-    assert [p.name for p in written] == ["cross_city.png", "gradient_curves.png", "results.md"]
+    assert [p.name for p in written] == ["cross_city.png", "gradient_curves.png", "results.md", "results.json"]
     text = (tmp_path / "f" / "results.md").read_text()
     assert "- `results_minicity.png`: skipped (no main-table benchmark" in text
 

@@ -23,6 +23,7 @@ from its version before 2019-07-25).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -39,7 +40,7 @@ from matplotlib.patches import Patch
 from ..config import CITIES, TABLE_METHODS as ADAPT_METHODS
 from ..engine.runs import find_runs
 from ..files import write_text_atomic
-from .tables import markdown_tables, summarize_runs
+from .tables import markdown_tables, results_json, summarize_runs
 from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,
                   legend_handles, save_figure)
 
@@ -1364,7 +1365,7 @@ def results_markdown(course: CourseRuns, notes: Mapping[str, str | None]) -> str
 
 def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data_root: str | None = None,
                out_dir: str | os.PathLike = "figures") -> list[Path]:
-    """Rebuild every course figure and ``results.md`` from the runs of a profile.
+    """Rebuild every course figure, ``results.md`` and ``results.json`` from a profile's runs.
 
     Figures whose runs, data or checkpoints are missing are skipped with a note in
     ``results.md``; only the files named in :data:`FIGURES` and ``results.md`` are written in
@@ -1376,7 +1377,8 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         data_root: dataset root for the data and qualitative figures (None: the profile's).
         out_dir: output folder.
     Returns:
-        the written paths (figures in :data:`FIGURES` order, then ``results.md``).
+        the written paths (figures in :data:`FIGURES` order, then ``results.md`` and
+        ``results.json``, :func:`~maxsq_lib.course.tables.results_json`).
     Raises:
         FileNotFoundError: no finished run under ``<runs_root>/<profile>/``.
     """
@@ -1431,4 +1433,6 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
     for fig in data_cache.get("figs", ()):
         plt.close(fig)
     written.append(write_text_atomic(out / "results.md", results_markdown(course, notes)))
+    results = results_json(course.by_benchmark, course.tables, course.profile)
+    written.append(write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n"))
     return written

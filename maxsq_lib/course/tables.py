@@ -146,3 +146,48 @@ def write_summary(runs_root: str, profile: str, benchmark: str | None = None) ->
         md.append(markdown_tables(b, table))
     md_path = write_text_atomic(base / "summary.md", "\n".join(md))
     return [json_path, md_path]
+
+
+def results_json(by_benchmark: dict[str, list[dict]], tables: dict[str, dict], profile: str) -> dict:
+    """The machine-readable results: every run of every benchmark, per seed, in percent.
+
+    Args:
+        by_benchmark: benchmark -> metrics dicts (:func:`maxsq_lib.engine.runs.find_runs`).
+        tables: benchmark -> :func:`summarize_runs` table.
+        profile: the profile.
+    Returns:
+        ``{"profile", "commit", "benchmarks": {name: {"splits": {"select", "report", "rule"},
+        "runs": {run: {"method", "lambda_target", "iterations", "bn_mode", "seeds": {seed:
+        {"miou", "gain", "per_class"}}}}}}}``, mIoU and IoU in %; ``gain`` is paired with the
+        run's own ``before`` (the source model of that seed). Written as ``results.json`` by
+        ``maxsq figures``.
+    """
+    commits = sorted({str((m.get("provenance") or {}).get("commit")) for runs in by_benchmark.values()
+                      for m in runs if (m.get("provenance") or {}).get("commit")})
+    benchmarks = {}
+    for name, runs in sorted(by_benchmark.items()):
+        splits = sorted({_eval_split(m) for m in runs} - {None})
+        report = splits[0] if len(splits) == 1 else splits
+        entry_runs = {}
+        for m in sorted(runs, key=lambda r: (_order_key(r["run"]), int(r["seed"]))):
+            row = entry_runs.setdefault(m["run"], {
+                "method": m.get("method"), "lambda_target": tables[name][m["run"]]["lambda_target"],
+                "iterations": m.get("iterations"), "bn_mode": m.get("bn_mode"), "seeds": {}})
+            before = (m.get("before") or {}).get("miou")
+            row["seeds"][str(m["seed"])] = {
+                "miou": 100 * m["last"]["miou"],
+                "gain": None if before is None else 100 * (m["last"]["miou"] - before),
+                "per_class": {c: None if v is None else 100 * v for c, v in m["last"]["per_class_iou"].items()},
+            }
+        benchmarks[name] = {"splits": {"select": report, "report": report,
+                                       "rule": "last iteration (nothing is chosen on the reported split)"},
+                            "runs": entry_runs}
+    return {"profile": profile, "commit": ", ".join(commits) or None, "benchmarks": benchmarks}
+
+
+def _eval_split(metrics: dict) -> str | None:
+    """The split a run was evaluated on, from its ``config.yaml`` beside ``metrics.json``."""
+    from ..config import load_yaml
+
+    path = Path(metrics.get("run_dir", "")) / "config.yaml"
+    return load_yaml(path)["data"]["val_split"] if metrics.get("run_dir") and path.is_file() else None
