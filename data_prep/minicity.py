@@ -397,6 +397,9 @@ def _plan_target(p: Profile, seed: int, shift: float) -> _DatasetPlan:
             ))
             entries[split].append(f"{split}_{base}")
     lists = {f"Cityscapes/list/{s}.txt": _lines(e) for s, e in entries.items()}
+    # val split in two, alternating: `dev` chooses (λ, iterations), `test` reports
+    lists["Cityscapes/list/dev.txt"] = _lines(entries["val"][0::2])
+    lists["Cityscapes/list/test.txt"] = _lines(entries["val"][1::2])
     params = {"profile": p.name, "size": list(p.size), "seed": seed, "shift": shift,
               "counts": {"train": p.target_train, "val": p.target_val}}
     return _DatasetPlan("Cityscapes", ("leftImg8bit", "gtFine", "list"), tuple(jobs), lists, params)

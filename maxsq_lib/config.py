@@ -146,6 +146,9 @@ class EvalConfig:
     batch_size: int = 1
     full_resolution_labels: bool = False
     limit: int | None = None
+    subsets: list[str] = field(default_factory=list)
+    """Lists of the target dataset whose items are part of ``data.val_split`` (MiniCity: ``dev``
+    chooses, ``test`` reports); each is scored on its own at every evaluation, in one pass."""
 
 
 @dataclass

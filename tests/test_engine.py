@@ -378,3 +378,24 @@ def test_adabn_reestimates_batchnorm_and_takes_no_step(source_run, smoke_root):
     torch.testing.assert_close(model.bn1.running_mean, seen[0])
     torch.testing.assert_close(adapted["bn1.running_mean"], seen[0], rtol=1e-4, atol=1e-5)
     assert m["last"]["miou"] != m["before"]["miou"]
+
+
+def test_dev_and_test_halves_are_scored_at_every_evaluation(source_run, smoke_root):
+    from maxsq_lib.engine.trainer import build_dataset, build_model
+
+    runs, m = source_run
+    for entry in m["history"] + [m["last"]]:
+        parts = entry["subsets"]
+        assert set(parts) == {"dev", "test"}
+        assert parts["dev"]["images"] + parts["test"]["images"] == entry["images"]
+    # the dev score is the dev split's own evaluation (same model, same protocol)
+    cfg = smoke_cfg(smoke_root, runs)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(Path(runs) / "smoke/minicity/source_multi/seed0/final.pt",
+                                     weights_only=True)["model"])
+    dev = build_dataset(C.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "val_split": "dev"}}), "val")
+    alone = evaluate(model, dev, 10, batch_size=cfg.eval.batch_size, progress=False)
+    assert m["last"]["subsets"]["dev"]["miou"] == pytest.approx(alone.miou, abs=1e-12)
+    with pytest.raises(Exception, match="not in the 'dev' split"):
+        train(smoke_cfg(smoke_root, runs, "none", tag="bad-subset",
+                        data={"val_split": "dev"}, eval={"subsets": ["test"]}), "adapt", progress=False)

@@ -120,6 +120,11 @@ def test_cityscapes_layout_and_lists(smoke_root):
             assert image.size == label.size == SMOKE.size
     assert not set(TARGET_CITIES["train"]) & set(TARGET_CITIES["val"])
     assert all("_" not in c for cities in TARGET_CITIES.values() for c in cities)
+    # dev and test split val in two halves, alternating: disjoint, together all of val
+    val = (cs / "list" / "val.txt").read_text().splitlines()
+    dev = (cs / "list" / "dev.txt").read_text().splitlines()
+    test = (cs / "list" / "test.txt").read_text().splitlines()
+    assert dev == val[0::2] and test == val[1::2] and not set(dev) & set(test)
 
 
 def test_nthu_layout_and_lists(smoke_root):

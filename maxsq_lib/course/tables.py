@@ -158,9 +158,10 @@ def results_json(by_benchmark: dict[str, list[dict]], tables: dict[str, dict], p
     Returns:
         ``{"profile", "commit", "benchmarks": {name: {"splits": {"select", "report", "rule"},
         "runs": {run: {"method", "lambda_target", "iterations", "bn_mode", "seeds": {seed:
-        {"miou", "gain", "per_class"}}}}}}}``, mIoU and IoU in %; ``gain`` is paired with the
-        run's own ``before`` (the source model of that seed). Written as ``results.json`` by
-        ``maxsq figures``.
+        {"miou", "gain", "per_class", "subsets"}}}}}}}``, mIoU and IoU in %; ``gain`` is paired
+        with the run's own ``before`` (the source model of that seed); ``subsets`` holds the mIoU
+        of each scored part of the split (MiniCity: ``dev``, ``test``). Written as
+        ``results.json`` by ``maxsq figures``.
     """
     commits = sorted({str((m.get("provenance") or {}).get("commit")) for runs in by_benchmark.values()
                       for m in runs if (m.get("provenance") or {}).get("commit")})
@@ -178,6 +179,8 @@ def results_json(by_benchmark: dict[str, list[dict]], tables: dict[str, dict], p
                 "miou": 100 * m["last"]["miou"],
                 "gain": None if before is None else 100 * (m["last"]["miou"] - before),
                 "per_class": {c: None if v is None else 100 * v for c, v in m["last"]["per_class_iou"].items()},
+                **({"subsets": {k: 100 * v["miou"] for k, v in m["last"]["subsets"].items()}}
+                   if m["last"].get("subsets") else {}),
             }
         benchmarks[name] = {"splits": {"select": report, "report": report,
                                        "rule": "last iteration (nothing is chosen on the reported split)"},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -127,7 +128,8 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
              device: torch.device | str = "cpu", flip: bool = False, batch_size: int = 1,
              limit: int | None = None, workers: int = 0, amp: str = "none",
              channels_last: bool = False, dist: DistInfo | None = None,
-             progress: bool = True, desc: str = "eval") -> EvalResult:
+             progress: bool = True, desc: str = "eval",
+             subsets: Mapping[str, Collection[str]] | None = None) -> EvalResult:
     """Evaluate the main head on a whole split.
 
     Args:
@@ -144,6 +146,9 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         channels_last: feed channels-last inputs.
         dist: distributed info; each rank evaluates a strided part and the sums are reduced.
         progress: show a tqdm bar.
+        subsets: named subsets of the split, as item names (e.g. the ``dev`` and ``test`` halves
+            of target val); each gets its own confusion matrix from the same forward passes,
+            reported in ``extra["subsets"]``.
     Returns:
         an :class:`EvalResult`.
     """
@@ -157,13 +162,15 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
     was_training = model.training
     model.eval()
     accumulator = metrics.ConfusionMatrix(cs.num_classes, device=device)
+    parts = {name: (set(members), metrics.ConfusionMatrix(cs.num_classes, device=device), [0])
+             for name, members in (subsets or {}).items()}
     entropy_sum = torch.zeros((), dtype=torch.float64, device=device)
     pixel_count = torch.zeros((), dtype=torch.float64, device=device)
     full_res = False
     autocast = (torch.autocast(device_type=device.type, dtype=getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[amp]))
                 if amp != "none" else nullcontext())
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress or not dist.is_main)
-    for images, labels, _names in bar:
+    for images, labels, names in bar:
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -172,16 +179,32 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         full_res |= out_size != tuple(images.shape[-2:])
         with autocast:
             probs = predict_probabilities(model, images, flip=flip, out_size=out_size)
-        accumulator.update(probs.argmax(dim=1), label)
+        pred = probs.argmax(dim=1)
+        accumulator.update(pred, label)
+        for members, part, count in parts.values():
+            keep = [i for i, name in enumerate(names) if name in members]
+            if keep:
+                part.update(pred[keep], label[keep])
+                count[0] += len(keep)
         ent = normalized_entropy(probs)
         entropy_sum += ent.sum(dtype=torch.float64)
         pixel_count += ent.numel()
     model.train(was_training)
-    conf = accumulator.matrix if hasattr(accumulator, "matrix") else accumulator.value
-    conf = all_reduce_sum(conf.clone(), dist)
+    conf = all_reduce_sum(_matrix(accumulator).clone(), dist)
     totals = all_reduce_sum(torch.stack([entropy_sum, pixel_count]), dist)
     if hasattr(accumulator, "check"):
         accumulator.check()
     mean_entropy = float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
+    extra = {}
+    if parts:
+        extra["subsets"] = {}
+        for name, (_members, part, count) in parts.items():
+            sub = all_reduce_sum(_matrix(part).clone(), dist).cpu()
+            images = int(all_reduce_sum(torch.tensor([count[0]], device=device), dist)[0])
+            extra["subsets"][name] = {**metrics.summarize(sub, cs), "images": images}
     return EvalResult(conf.cpu(), metrics.summarize(conf.cpu(), cs), mean_entropy, n, flip,
-                      "full" if full_res else "resized")
+                      "full" if full_res else "resized", extra)
+
+
+def _matrix(accumulator) -> Tensor:
+    return accumulator.matrix if hasattr(accumulator, "matrix") else accumulator.value

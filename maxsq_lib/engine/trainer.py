@@ -434,7 +434,8 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
     _set_train_mode(model, bn_mode)
     optimizer = _build_optimizer(model, plan.optim)
     eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
-                       amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress)
+                       amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress,
+                       subsets=eval_subsets(cfg, val_ds))
     return _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
                 init_note, lambda_info, bn_mode, train_model=model)
 
@@ -677,12 +678,37 @@ class _RunningSums:
         return record
 
 
+def eval_subsets(cfg: config_mod.RunConfig, val_ds) -> dict[str, set[str]] | None:
+    """Item names of each list of ``cfg.eval.subsets`` (e.g. ``dev`` and ``test``), each checked
+    to lie inside the val split."""
+    if not cfg.eval.subsets:
+        return None
+    from ..data import DatasetError, get_dataset
+
+    names = {s.name for s in val_ds.samples}
+    out = {}
+    for split in cfg.eval.subsets:
+        kwargs = dict(root=cfg.data.root, split=split, num_classes=cfg.data.num_classes, check_files=False)
+        if cfg.data.target == "nthu":
+            kwargs["city"] = cfg.data.city
+        members = {s.name for s in get_dataset(cfg.data.target, **kwargs).samples}
+        outside = sorted(members - names)
+        if outside:
+            raise DatasetError(f"eval.subsets: the {split!r} list names items that are not in the "
+                               f"{cfg.data.val_split!r} split it must be part of, e.g. {outside[:3]}")
+        out[split] = members
+    return out
+
+
 def _brief(result: EvalResult) -> dict:
     return {"miou": result.miou, "pixel_accuracy": result.summary.get("pixel_accuracy"),
             "per_class_iou": result.summary["per_class_iou"], "mean_entropy": result.mean_entropy,
             "flip": result.flip, "label_resolution": result.label_resolution,
             "images": result.images,
-            **({"miou_star13": result.summary["miou_star13"]} if "miou_star13" in result.summary else {})}
+            **({"miou_star13": result.summary["miou_star13"]} if "miou_star13" in result.summary else {}),
+            **({"subsets": {name: {"miou": s["miou"], "per_class_iou": s["per_class_iou"],
+                                   "images": s["images"]} for name, s in result.extra["subsets"].items()}}
+               if "subsets" in result.extra else {})}
 
 
 class _Logger:
