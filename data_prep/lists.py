@@ -10,7 +10,6 @@ Every writer is atomic (temporary file in the same folder, then ``os.replace``),
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path

@@ -19,7 +19,6 @@ from maxsq_lib import config as C
 from maxsq_lib import losses
 from maxsq_lib.engine import (RunExistsError, TrainingDiverged, evaluate, make_strategy, poly_lr,
                               read_metrics, run_dir_for, train)
-from maxsq_lib.engine.trainer import MissingInputError
 
 from conftest import smoke_cfg  # noqa: E402  (tests/ is on sys.path under pytest)
 

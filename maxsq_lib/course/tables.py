@@ -9,7 +9,6 @@ label-free (lowest mean entropy) choices, and per-class IoU means. Introduced in
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path

@@ -14,8 +14,6 @@ TensorBoard files under ``tb/``. Introduced in notebook ``02_source_pretraining`
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import random
 import resource
