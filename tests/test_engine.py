@@ -390,8 +390,8 @@ def test_dev_and_test_halves_are_scored_at_every_evaluation(source_run, smoke_ro
     # the dev score is the dev split's own evaluation (same model, same protocol)
     cfg = smoke_cfg(smoke_root, runs)
     model = build_model(cfg)
-    model.load_state_dict(torch.load(Path(runs) / "smoke/minicity/source_multi/seed0/final.pt",
-                                     weights_only=True)["model"])
+    final = Path(runs) / "smoke/minicity/source_multi/seed0/final.pt"
+    model.load_state_dict(torch.load(final, weights_only=True)["model"])
     dev = build_dataset(C.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "val_split": "dev"}}), "val")
     alone = evaluate(model, dev, 10, batch_size=cfg.eval.batch_size, progress=False)
     assert m["last"]["subsets"]["dev"]["miou"] == pytest.approx(alone.miou, abs=1e-12)
