@@ -482,6 +482,22 @@ def explorer_widget(ex: Explorer, image_index: int = 0, method: str | None = Non
     return box
 
 
+def _class_histogram_panel(ax, panels: Mapping[str, np.ndarray], class_set: ClassSet) -> None:
+    """Pixels per class (%) of the prediction (class colours) beside the label's (hatched)."""
+    x = np.arange(class_set.num_classes)
+    total_pred = max(int(panels["predicted_counts"].sum()), 1)
+    total_label = max(int(panels["label_counts"].sum()), 1)
+    colors = np.asarray(class_set.colors) / 255.0
+    ax.bar(x - 0.2, 100.0 * panels["predicted_counts"] / total_pred, width=0.4, color=colors,
+           edgecolor="black", linewidth=0.4, label="prediction")
+    ax.bar(x + 0.2, 100.0 * panels["label_counts"] / total_label, width=0.4, color="white",
+           edgecolor="black", linewidth=0.6, hatch="////", label="label")
+    ax.set_xticks(x)
+    ax.set_xticklabels(class_set.class_names, rotation=60, ha="right", fontsize=7)
+    ax.set_title("pixels per class (%)")
+    ax.legend(frameon=False, fontsize=7)
+
+
 def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: str = "",
                  threshold: float | None = None, alpha: float | None = None,
                  stats: Mapping[str, float] | None = None):
@@ -544,20 +560,7 @@ def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: s
         heat(axes[1][2], scaled, iw_title, "cividis", min(1.0, float(scaled.min())),
              max(float(scaled.max()), 1.0 + 1e-6))
 
-        ax = axes[1][3]
-        x = np.arange(c)
-        total_pred = max(int(panels["predicted_counts"].sum()), 1)
-        total_label = max(int(panels["label_counts"].sum()), 1)
-        colors = np.asarray(class_set.colors) / 255.0
-        ax.bar(x - 0.2, 100.0 * panels["predicted_counts"] / total_pred, width=0.4, color=colors,
-               edgecolor="black", linewidth=0.4, label="prediction")
-        ax.bar(x + 0.2, 100.0 * panels["label_counts"] / total_label, width=0.4, color="white",
-               edgecolor="black", linewidth=0.6, hatch="////", label="label")
-        ax.set_xticks(x)
-        ax.set_xticklabels(class_set.class_names, rotation=60, ha="right", fontsize=7)
-        ax.set_title("pixels per class (%)")
-        ax.legend(frameon=False, fontsize=7)
-
+        _class_histogram_panel(axes[1][3], panels, class_set)
         handles = legend_handles(class_set) + [Patch(color="black", label="ignored / not kept")]
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False,
                    fontsize=8, bbox_to_anchor=(0.5, 0.0))
