@@ -146,6 +146,11 @@ class EvalConfig:
     batch_size: int = 1
     full_resolution_labels: bool = False
     limit: int | None = None
+    bn_statistics: str = "running"
+    """BatchNorm statistics an adaptation run is evaluated with: ``running`` (those the loop left,
+    the authors'), or ``target``: re-estimated on the target train images before every evaluation
+    (AdaBN of the current weights), the BatchNorm handling of the ``adabn`` control, so that a
+    method's gain over it is what the training did beyond BatchNorm; ``final.pt`` then holds them."""
     subsets: list[str] = field(default_factory=list)
     """Lists of the target dataset whose items are part of ``data.val_split`` (MiniCity: ``dev``
     chooses, ``test`` reports); each is scored on its own at every evaluation, in one pass."""
@@ -181,6 +186,7 @@ class RunConfig:
         _check_choice("adapt.method", self.adapt.method, METHODS)
         _check_choice("adapt.bn_mode", self.adapt.bn_mode, tuple(BN_MODES))
         _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
+        _check_choice("eval.bn_statistics", self.eval.bn_statistics, ("running", "target"))
         _check_choice("model.aspp_branches", self.model.aspp_branches, (2, 4))
         _check_choice("source.optim.name", self.source.optim.name, ("sgd", "adam"))
         _check_choice("adapt.optim.name", self.adapt.optim.name, ("sgd", "adam"))

@@ -398,3 +398,26 @@ def test_dev_and_test_halves_are_scored_at_every_evaluation(source_run, smoke_ro
     with pytest.raises(Exception, match="not in the 'dev' split"):
         train(smoke_cfg(smoke_root, runs, "none", tag="bad-subset",
                         data={"val_split": "dev"}, eval={"subsets": ["test"]}), "adapt", progress=False)
+
+
+def test_evaluating_with_target_batchnorm_statistics(source_run, smoke_root):
+    from maxsq_lib.engine.adabn import reestimate_batchnorm
+    from maxsq_lib.engine.trainer import build_dataset, build_model
+
+    runs, _ = source_run
+    control = train(smoke_cfg(smoke_root, runs, "adabn", tag="stats-ctl"), "adapt", progress=False)
+    cfg = smoke_cfg(smoke_root, runs, "none", tag="stats-target", eval={"bn_statistics": "target"})
+    m = train(cfg, "adapt", progress=False)
+    # the starting point scored with target statistics is exactly the adabn control
+    assert m["before"]["miou"] == control["last"]["miou"]
+    # final.pt holds the statistics it was scored with: re-estimating its weights again changes nothing
+    state = torch.load(run_dir_for(cfg, "adapt") / "final.pt", weights_only=True)["model"]
+    model = build_model(cfg)
+    model.load_state_dict(state)
+    target = build_dataset(cfg, "target")
+    target.augment = False
+    reestimate_batchnorm(model, target, cfg.adapt.target_batch_size, "cpu")
+    for key in ("bn1.running_mean", "layer4.0.bn3.running_var"):
+        torch.testing.assert_close(model.state_dict()[key], state[key])
+    with pytest.raises(C.ConfigError, match="eval.bn_statistics"):
+        smoke_cfg(smoke_root, runs, "none", eval={"bn_statistics": "mixed"})

@@ -13,6 +13,7 @@ TensorBoard files under ``tb/``. Introduced in notebook ``02_source_pretraining`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import random
@@ -359,13 +360,22 @@ class _Run:
     elapsed_before: float = 0.0
     saved_at: int | None = None
     """The iteration of the last good ``last.pt``."""
+    bn_target_ds: object = None
+    """Target train images (not augmented) to re-estimate BatchNorm on before each evaluation
+    (``eval.bn_statistics: target``), else None."""
 
     @property
     def class_set(self):
         return class_set_for(self.cfg.data.num_classes)
 
     def evaluate(self, desc: str, **kw) -> EvalResult:
-        return evaluate(self.model, self.val_ds, self.class_set, desc=desc, **{**self.eval_kwargs, **kw})
+        model = self.model
+        if self.bn_target_ds is not None:  # score a copy: training goes on with its own statistics
+            from .adabn import reestimate_batchnorm
+
+            model = copy.deepcopy(unwrap_model(self.model))
+            reestimate_batchnorm(model, self.bn_target_ds, self.cfg.adapt.target_batch_size, self.device)
+        return evaluate(model, self.val_ds, self.class_set, desc=desc, **{**self.eval_kwargs, **kw})
 
 
 def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
@@ -434,8 +444,12 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
     eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
                        amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress,
                        subsets=eval_subsets(cfg, val_ds))
-    return _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
-                init_note, lambda_info, bn_mode, train_model=model)
+    run = _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
+               init_note, lambda_info, bn_mode, train_model=model)
+    if stage == "adapt" and cfg.eval.bn_statistics == "target":
+        run.bn_target_ds = build_dataset(cfg, "target")
+        run.bn_target_ds.augment = False
+    return run
 
 
 def _resume(run: _Run) -> None:
@@ -532,6 +546,11 @@ def _save_last(run: _Run, sums: "_RunningSums", it: int, elapsed: float) -> None
 def _finish(run: _Run, train_seconds: float) -> dict:
     """Final evaluations, ``final.pt``, ``metrics.json`` and the ``FINISHED`` marker."""
     cfg, stage, plan, history = run.cfg, run.stage, run.plan, run.history
+    if run.bn_target_ds is not None:  # the final model keeps the statistics it is scored with
+        from .adabn import reestimate_batchnorm
+
+        reestimate_batchnorm(run.model, run.bn_target_ds, cfg.adapt.target_batch_size, run.device)
+        run.bn_target_ds = None
     final = run.evaluate("final eval")
     if run.best is None:  # no evaluation during training (adabn): the final model is the best
         run.best = {"iteration": plan.iterations, **_brief(final),
