@@ -344,3 +344,18 @@ def test_cross_city_multi_keeps_1024x512_at_paper_scale():
         if "nthu" in bench:
             cfg = C.resolve("paper", bench, "maxsquare_iw_multi")
             assert cfg.data.target_size == (1024, 512) and cfg.data.val_size == (1024, 512), bench
+
+
+def test_planned_jobs_and_notebook_configs_follow_a_named_starting_file(authors_ckpt, tmp_path):
+    from maxsq_lib.course import config_for
+    from maxsq_lib.course.plans import plan_jobs
+
+    path, _ = authors_ckpt
+    jobs = plan_jobs("smoke", "minicity", [0], ["maxsquare"], runs=str(tmp_path),
+                     overrides=[f"adapt.source_checkpoint={path}"])
+    assert [j.config.model.aspp_branches for j in jobs if j.stage == "adapt"] == [2]
+    cfg = config_for("smoke", method="maxsquare", runs_root=str(tmp_path),
+                     overrides={"adapt": {"source_checkpoint": str(path)}})
+    assert cfg.model.aspp_branches == 2
+    # without a named file nothing is read and the profile decides
+    assert config_for("smoke", method="maxsquare", runs_root=str(tmp_path)).model.aspp_branches == 4

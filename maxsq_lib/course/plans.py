@@ -27,6 +27,7 @@ from pathlib import Path
 from .. import config as C
 from ..engine.runs import check_reusable, is_finished, run_name, source_run_dir
 from ..engine.trainer import run_dir_for
+from ..engine.weights import follow_start_heads
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,10 @@ def plan_jobs(profile: str, benchmark: str | None = None, seeds: Sequence[int] =
         if variant.tag:
             extra["tag"] = variant.tag
         cfg = C.resolve(profile, benchmark, variant.method, extra)
+        if any(t.split("=", 1)[0].strip() == "adapt.source_checkpoint" for t in overrides):
+            # the heads follow a starting file the command names, as for `maxsq adapt`
+            follow_start_heads(cfg, "adapt", chosen=any(
+                t.split("=", 1)[0].strip() == "model.aspp_branches" for t in overrides))
         shown = ["adapt", "--method", variant.method, *shown_common(cfg)]
         shown += ["--tag", variant.tag] if variant.tag else []
         shown += [part for k, v in variant.adapt.items() for part in ("--set", f"adapt.{k}={_shown(v)}")]
