@@ -10,7 +10,7 @@ SEEDS ?= 1
 export OMP_WAIT_POLICY := PASSIVE
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv course test lab figures clean-venv
+.PHONY: venv course study test lab figures clean-venv
 
 # The stamp depends on the project's dependency list, so editing pyproject.toml reinstalls.
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,12 @@ venv: $(VENV)/.installed
 
 course: venv
 	$(BIN)/maxsq course --profile $(PROFILE) --seeds $(SEEDS)
+
+# The committed figures/ and figures/results.json: 3 seeds, the λ sweep, no notebooks
+# (about an hour on a 2-core machine).
+STUDY_SEEDS ?= 3
+study: venv
+	$(BIN)/maxsq course --profile $(PROFILE) --seeds $(STUDY_SEEDS) --study
 
 test: venv
 	$(BIN)/python -m pytest
@@ -44,7 +50,7 @@ lab: venv
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 figures: venv
-	$(BIN)/maxsq figures --profile $(PROFILE)
+	$(BIN)/maxsq figures --profile $(PROFILE) --out figures
 
 clean-venv:
 	rm -rf $(VENV)

@@ -234,7 +234,10 @@ def _add_course(sub) -> argparse.ArgumentParser:
     co.add_argument("--device", default=None)
     co.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
                     help="execute only these notebooks, e.g. 03_gradient_analysis")
-    co.add_argument("--no-figures", action="store_true", help="do not regenerate figures/")
+    co.add_argument("--no-figures", action="store_true", help="do not regenerate the figures")
+    co.add_argument("--study", action="store_true",
+                    help="the study behind the committed figures/ (make study): also the λ sweep, "
+                         "no notebooks, figures into figures/ for the cpu profile")
     return co
 
 
@@ -245,7 +248,7 @@ def _add_figures(sub) -> argparse.ArgumentParser:
     fg.add_argument("--runs", default="runs")
     fg.add_argument("--data-root", dest="data_root", default=None)
     fg.add_argument("--out", default=None,
-                    help="output folder (default: figures/ for cpu, <runs>/<profile>/figures else)")
+                    help="output folder (default: <runs>/<profile>/figures; make study writes figures/)")
     return fg
 
 
@@ -506,7 +509,7 @@ def _cmd_course(args, argv: list[str]) -> int:
     try:
         run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,
                    seeds=list(range(args.seeds)), jobs=args.jobs, device=args.device, only=args.only,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, study=args.study)
     except (NotebookFailed, RuntimeError) as exc:  # a failed notebook or training job, named
         print(f"maxsq course: {exc}", file=sys.stderr)
         return 1

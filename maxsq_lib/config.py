@@ -38,10 +38,14 @@ METHODS = ("adabn", "none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw
 """Adaptation methods: ``adabn`` re-estimates BatchNorm statistics on target images and takes no
 gradient step (Li et al. 2016); ``none`` trains on source while target batches pass through
 BatchNorm; the others add a target loss (a strategy of :mod:`maxsq_lib.engine.strategies`)."""
-TABLE_METHODS = ("none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
-"""The main table's adaptation rows, in the paper's order, after our BatchNorm-only control."""
-CROSS_CITY_METHODS = ("maxsquare", "maxsquare_iw")
-"""The methods the paper reports for Cityscapes → NTHU."""
+CONTROL_METHODS = ("adabn", "none")
+"""The BatchNorm-only controls: every loss method's gain is also paired against them."""
+LOSS_METHODS = ("minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
+"""The target losses of the main table, in the paper's order."""
+TABLE_METHODS = CONTROL_METHODS + LOSS_METHODS
+"""The main table's adaptation rows: the controls, then the losses."""
+CROSS_CITY_METHODS = ("adabn", "none", "maxsquare", "maxsquare_iw")
+"""Cityscapes → NTHU rows: the controls beside the methods the paper reports there."""
 DATASET_NAMES = ("gta5", "synthia", "cityscapes", "nthu")
 """Dataset names in configs and commands (:data:`maxsq_lib.data.DATASETS` holds their loaders)."""
 CITIES = ("Rome", "Rio", "Tokyo", "Taipei")

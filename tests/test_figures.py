@@ -108,7 +108,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 RUN_FIGURES = ["results_minicity.png", "per_class_gain.png", "training_curves.png", "lambda_sweep.png",
-               "selection_rules.png", "bn_mode.png", "cross_city.png", "flip.png", "gradient_curves.png"]
+               "dose_curves.png", "selection_rules.png", "bn_mode.png", "cross_city.png", "flip.png", "gradient_curves.png"]
 DATA_FIGURES = ["class_frequencies.png", "sample_grid.png", "qualitative.png"]
 
 
@@ -190,7 +190,7 @@ def test_only_main_table_skips_the_rest(tmp_path):
     runs = build_runs(tmp_path / "runs", seeds=(0,), extras=False)
     written = F.regenerate(runs_root=runs, profile=PROFILE, data_root=str(tmp_path / "nd"), out_dir=tmp_path / "f")
     names = {p.name for p in written}
-    skipped = {"lambda_sweep.png", "bn_mode.png", "cross_city.png"}
+    skipped = {"lambda_sweep.png", "dose_curves.png", "bn_mode.png", "cross_city.png"}
     assert names == set(RUN_FIGURES) - skipped | {"results.md", "results.json"}
     text = (tmp_path / "f" / "results.md").read_text()
     assert "- `lambda_sweep.png`: skipped (no λ-sweep runs" in text
@@ -236,9 +236,10 @@ def test_per_class_gain_heatmap_cells(full_outputs):
     course = F.load_course_runs(runs, PROFILE)
     fig = F.per_class_gain_figure(course.by_benchmark["minicity"])
     mesh = fig.axes[0].collections[0]  # seaborn's heatmap: one QuadMesh, a cell per value
-    cells = np.ma.filled(mesh.get_array(), np.nan).reshape(len(F.ADAPT_METHODS), len(CLASSES))
+    rows = ("none",) + F.LOSS_METHODS  # without an adabn run, paired with each run's before
+    cells = np.ma.filled(mesh.get_array(), np.nan).reshape(len(rows), len(CLASSES))
     center = (len(CLASSES) - 1) / 2
-    for row, method in enumerate(F.ADAPT_METHODS):
+    for row, method in enumerate(rows):
         expected = [100 * (BASE[method] - BASE["source_multi"] + SLOPE[method] * (j - center))
                     for j in range(len(CLASSES))]
         np.testing.assert_allclose(cells[row], expected, atol=1e-9)

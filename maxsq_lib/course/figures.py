@@ -37,10 +37,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..config import CITIES, TABLE_METHODS as ADAPT_METHODS
+from ..config import CITIES, CROSS_CITY_METHODS, LOSS_METHODS, TABLE_METHODS as ADAPT_METHODS
 from ..engine.runs import find_runs
 from ..files import write_text_atomic
-from .tables import markdown_tables, results_json, summarize_runs
+from .tables import dev_choice, markdown_tables, results_json, summarize_runs
 from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,
                   legend_handles, save_figure)
 
@@ -90,21 +90,25 @@ MAIN_BENCHMARKS: tuple[str, ...] = ("minicity", "gta5_cityscapes", "synthia_city
 _CROSS_CITY = re.compile(r"^(?P<prefix>.+)_nthu_(?P<city>rome|rio|tokyo|taipei)$")
 
 FIGURES: dict[str, str] = {
-    "results_minicity.png": "target val mIoU per method (bars: mean over seeds, dots: seeds, "
-                            "line: the source model on source val) and, beside it, the paired gains "
-                            "over the source model next to the paper's GTA5→Cityscapes gains.",
-    "per_class_gain.png": "per-class IoU gain of each method over the source model of the same seed "
-                          "(mean over seeds); rare classes are marked.",
+    "results_minicity.png": "reported mIoU per method (MiniCityscapes test at the evaluation dev "
+                            "chooses; bars: mean over seeds, dots: seeds, line: the source model on "
+                            "source val) and, beside it, the paired gains over the source model (next "
+                            "to the paper's GTA5→Cityscapes gains) and over the AdaBN control.",
+    "per_class_gain.png": "per-class IoU gain of each method over the BatchNorm-only control (AdaBN) "
+                          "of the same seed (mean over seeds); rare classes are marked.",
     "training_curves.png": "seed 0: target val mIoU during adaptation (iteration 0 = the source "
                            "model) and the logged source cross-entropy and target loss per method.",
-    "lambda_sweep.png": "target val mIoU against λ_T for MinEnt and MaxSquare, with MaxSquare at "
-                        "MinEnt's initial gradient norm as a separate marker.",
+    "lambda_sweep.png": "reported mIoU against λ_T for every loss, with MaxSquare at MinEnt's "
+                        "initial gradient norm as a separate marker, the controls, and a band of "
+                        "3 × the seed std of a loss's gain around AdaBN.",
+    "dose_curves.png": "seed 0: test mIoU over adaptation for every λ_T of the sweep, one panel per "
+                       "loss, with the none curve and the AdaBN level (ring: dev's choice).",
     "selection_rules.png": "last iteration vs the best evaluation on target val (uses target labels, "
                            "the paper's protocol) vs the label-free choice (lowest mean entropy).",
     "bn_mode.png": "MaxSquare with BatchNorm in train mode (the authors') vs frozen, beside the "
                    "BatchNorm-only control and the source model.",
-    "cross_city.png": "Cityscapes→NTHU protocol (13 classes) per city: source, MaxSquare, "
-                      "MaxSquare+IW, beside the paper's numbers.",
+    "cross_city.png": "Cityscapes→NTHU protocol (13 classes) per city: source, AdaBN, none, "
+                      "MaxSquare, MaxSquare+IW, beside the paper's numbers.",
     "flip.png": "target val mIoU without and with flip ensembling (mean of the two softmaxes).",
     "gradient_curves.png": "analytic: gradient magnitude of entropy and MaxSquare for a binary "
                            "prediction, w.r.t. the probability and w.r.t. the logit.",
@@ -228,8 +232,9 @@ def _source_entry(table: Mapping[str, dict]) -> dict | None:
 def source_on_target(table: Mapping[str, dict]) -> dict[int, float]:
     """Target val mIoU of the source model per seed.
 
-    From the source run when the benchmark has one, else from the adaptation runs' ``before``
-    evaluation (each run evaluates its starting point; cross-city benchmarks share one source run).
+    From the source run when the benchmark has one (on the reported split, e.g. MiniCityscapes
+    ``test``), else from the adaptation runs' ``before`` evaluation (each run evaluates its
+    starting point; cross-city benchmarks share one source run).
 
     Args:
         table: a :func:`summarize_runs` table of one benchmark.
@@ -238,7 +243,7 @@ def source_on_target(table: Mapping[str, dict]) -> dict[int, float]:
     """
     src = _source_entry(table)
     if src is not None:
-        return {s: r["miou"] for s, r in sorted(src["seeds"].items()) if r["miou"] is not None}
+        return _seed_values(src, "reported")
     out: dict[int, float] = {}
     for name, e in table.items():
         for s, r in sorted(e["seeds"].items()):
@@ -247,9 +252,42 @@ def source_on_target(table: Mapping[str, dict]) -> dict[int, float]:
     return dict(sorted(out.items()))
 
 
-def _seed_values(entry: dict, key: str = "miou", seeds: Sequence[int] | None = None) -> dict[int, float]:
-    return {s: r[key] for s, r in sorted(entry["seeds"].items())
-            if r.get(key) is not None and (seeds is None or s in seeds)}
+def _seed_values(entry: dict, key: str = "reported", seeds: Sequence[int] | None = None) -> dict[int, float]:
+    """Per seed ``key`` of a table entry; ``reported``: the reported mIoU (``test`` at the
+    ``dev``-chosen evaluation, :data:`~maxsq_lib.course.tables.SELECTION_RULE`) where the split
+    has those halves, else the last iteration on the whole split."""
+    def value(r):
+        if key == "reported":
+            return r["report"]["miou"] if r.get("report") else r["miou"]
+        return r.get(key)
+
+    return {s: value(r) for s, r in sorted(entry["seeds"].items())
+            if value(r) is not None and (seeds is None or s in seeds)}
+
+
+def _reported_gains(table: Mapping[str, dict], name: str, control: str) -> dict[int, float]:
+    """Paired gains of ``name`` per seed over ``control`` (``source`` or ``adabn``) on the reported
+    split; without ``dev``/``test`` halves, over the source model through each run's ``before``."""
+    if name not in table:
+        return {}
+    out = {}
+    for s, r in sorted(table[name]["seeds"].items()):
+        if r.get("report"):
+            value = r["report"].get(f"gain_over_{control}")
+        else:
+            value = r.get("gain") if control == "source" else None
+        if value is not None:
+            out[s] = value
+    return out
+
+
+def _reports(table: Mapping[str, dict]) -> bool:
+    """Whether the table's numbers are dev-chosen test numbers."""
+    return any(r.get("report") for e in table.values() for r in e["seeds"].values())
+
+
+def _reported_what(table: Mapping[str, dict]) -> str:
+    return "test mIoU at the dev-chosen evaluation" if _reports(table) else "target val mIoU, last iteration"
 
 
 def _paired_difference(table: Mapping[str, dict], a: str, b: str) -> dict[int, float]:
@@ -261,8 +299,8 @@ def _paired_difference(table: Mapping[str, dict], a: str, b: str) -> dict[int, f
 
 
 def _gains(table: Mapping[str, dict], name: str) -> dict[int, float]:
-    """Paired gains over the source model (each run's own ``before``), per seed."""
-    return _seed_values(table[name], "gain") if name in table else {}
+    """Paired gains over the source model, per seed (:func:`_reported_gains`)."""
+    return _reported_gains(table, name, "source")
 
 
 def _present(table: Mapping[str, dict], names: Sequence[str]) -> list[str]:
@@ -349,38 +387,47 @@ def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None 
         ax.set_xticklabels([_label(n) for n in names], rotation=25, ha="right")
         ax.set_ylabel("target val mIoU (%)")
         ax.set_ylim(0, max(ax.get_ylim()[1], 10) * 1.08)
-        ax.set_title(f"{benchmark}: target val mIoU, last iteration, {_seed_text(seeds)}")
+        ax.set_ylabel(f"{'MiniCityscapes test' if _reports(table) else 'target val'} mIoU (%)")
+        ax.set_title(f"{benchmark}: {_reported_what(table)}, {_seed_text(seeds)}", fontsize=9)
 
-        gain_methods = list(methods)
-        width = 0.38
+        gain_methods = [m for m in methods if m != "adabn"]
+        with_control = "adabn" in table and _reports(table)
+        width = 0.27 if with_control else 0.38
         paper_labelled = False
         for i, name in enumerate(gain_methods):
             color = METHOD_COLORS.get(name, "#999999")
+            at = (i - width, i, i + width) if with_control else (i - width / 2, i + width / 2, None)
             if paper and name in paper and "source" in paper:
                 g = paper[name] - paper["source"]
-                ax_gain.bar(i - width / 2, g, width=width, color="white", edgecolor=color, hatch="///",
+                ax_gain.bar(at[0], g, width=width, color="white", edgecolor=color, hatch="///",
                             linewidth=1.0, zorder=2)
                 paper_labelled = True
-                ax_gain.annotate(f"{g:+.1f}", (i - width / 2, max(g, 0)), xytext=(0, 3),
-                                 textcoords="offset points", ha="center", fontsize=7.5)
-            _bar_with_seeds(ax_gain, i + width / 2, _gains(table, name), color, width=width)
+                ax_gain.annotate(f"{g:+.1f}", (at[0], max(g, 0)), xytext=(0, 3),
+                                 textcoords="offset points", ha="center", fontsize=6.5)
+            _bar_with_seeds(ax_gain, at[1], _gains(table, name), color, width=width, fontsize=6.5)
+            if with_control:
+                _bar_with_seeds(ax_gain, at[2], _reported_gains(table, name, "adabn"), color,
+                                width=width, hatch="..", fontsize=6.5)
         ax_gain.axhline(0, color="black", lw=0.8)
         ax_gain.set_xticks(range(len(gain_methods)))
         ax_gain.set_xticklabels([_label(n) for n in gain_methods], rotation=25, ha="right")
-        ax_gain.set_ylabel("gain over the source model (mIoU points)")
+        ax_gain.set_ylabel("paired gain (mIoU points)")
         low, high = ax_gain.get_ylim()
         # head room for the legend above the tallest bar and its label
         ax_gain.set_ylim(min(low, 0) - 0.5, high + 0.30 * (high - min(low, 0)) + 0.5)
-        ax_gain.set_title("Gain over source: the paper vs here")
+        ax_gain.set_title("Gains: over source (the paper, here) and over AdaBN (here)")
         handles = [Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5,
-                         label="here (paired on the seed)")]
+                         label="here, over source")]
+        if with_control:
+            handles.append(Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5, hatch="..",
+                                 label="here, over AdaBN (BN only)"))
         if paper_labelled:
             handles.insert(0, Patch(facecolor="white", edgecolor="#555555", hatch="///",
                                     label=f"paper ({paper_name})"))
-        ax_gain.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", ncol=2)
+        ax_gain.legend(handles=handles, frameon=False, fontsize=7.5, loc="upper left", ncol=3)
         if paper:
             fig.text(0.5, 0.01, f"Paper: {paper_name}, source {paper.get('source', float('nan')):.1f} mIoU "
-                     f"({PAPER_CITATION}). Here: method − source model of the same seed.",
+                     f"({PAPER_CITATION}). Here: method − source model (or AdaBN) of the same seed.",
                      ha="center", fontsize=7.5, color="#444444")
         fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
@@ -397,36 +444,47 @@ def _class_target_share(runs: Sequence[dict]) -> np.ndarray | None:
     return None
 
 
-def per_class_gains(runs: Sequence[dict], method: str) -> dict[str, float | None]:
-    """Per-class IoU gain of a run over its ``before`` evaluation, mean over seeds.
+def _reported_per_class(run: dict) -> dict[str, float | None]:
+    """Per-class IoU of a run as reported (``test`` at the dev-chosen evaluation), else ``last``."""
+    choice = dev_choice(run)
+    return choice["per_class_iou"] if choice else run["last"]["per_class_iou"]
+
+
+def per_class_gains(runs: Sequence[dict], method: str, control: str = "adabn") -> dict[str, float | None]:
+    """Per-class IoU gain of a run over the BatchNorm-only control of the same seed, mean over seeds.
 
     Args:
         runs: metrics dicts of one benchmark.
         method: the run name.
+        control: the run paired with (``adabn``); where it is missing, the run's own ``before``.
     Returns:
         class name -> mean gain (fraction; None where the class was absent).
     """
-    chosen = sorted((m for m in runs if m["run"] == method and m.get("before")), key=lambda m: m["seed"])
+    chosen = sorted((m for m in runs if m["run"] == method), key=lambda m: m["seed"])
+    controls = {int(m["seed"]): m for m in runs if m["run"] == control}
     if not chosen:
         return {}
-    classes = chosen[0]["class_names"]
     out = {}
-    for c in classes:
+    for c in chosen[0]["class_names"]:
         diffs = []
         for m in chosen:
-            after, before = m["last"]["per_class_iou"].get(c), m["before"]["per_class_iou"].get(c)
+            after = _reported_per_class(m).get(c)
+            ref = controls.get(int(m["seed"]))
+            before = (_reported_per_class(ref).get(c) if ref is not None
+                      else (m.get("before") or {}).get("per_class_iou", {}).get(c))
             if after is not None and before is not None:
                 diffs.append(after - before)
         out[c] = _mean(diffs)
     return out
 
 
-def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ADAPT_METHODS,
+def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ("none",) + LOSS_METHODS,
                           benchmark: str = "minicity") -> Figure:
-    """Heatmap of per-class IoU gains over the source model (rows methods, columns classes).
+    """Heatmap of per-class IoU gains over the BatchNorm-only control (rows methods, columns classes).
 
-    Values are paired on the seed (each run's ``before``), then averaged; the colour map is
-    diverging and centred at 0; column labels give the source model's IoU; classes with less than
+    Values are paired on the seed with the ``adabn`` run (where missing, each run's ``before``),
+    on the reported split, then averaged; the colour map is diverging and centred at 0; column
+    labels give the control's IoU; classes with less than
     :data:`RARE_SHARE` of the labelled target-val pixels are starred. Notebook ``05_evaluation``.
 
     Args:
@@ -445,8 +503,13 @@ def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ADAPT_M
     classes = list(first["class_names"])
     gains = np.array([[np.nan if (v := per_class_gains(runs, m).get(c)) is None else 100 * v
                        for c in classes] for m in rows])
-    befores = [r for r in runs if r["run"] == rows[0] and r.get("before")]
-    source_iou = [_mean(r["before"]["per_class_iou"].get(c) for r in befores) for c in classes]
+    controls = [r for r in runs if r["run"] == "adabn"]
+    reference = "AdaBN" if controls else "source"
+    if controls:
+        source_iou = [_mean(_reported_per_class(r).get(c) for r in controls) for c in classes]
+    else:
+        befores = [r for r in runs if r["run"] == rows[0] and r.get("before")]
+        source_iou = [_mean(r["before"]["per_class_iou"].get(c) for r in befores) for c in classes]
     share = _class_target_share(runs)
     seeds = sorted({r["seed"] for r in runs if r["run"] in rows})
     with figure_style():
@@ -460,17 +523,18 @@ def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ADAPT_M
         for j, c in enumerate(classes):
             star = "*" if share is not None and share[j] < RARE_SHARE else ""
             src = "–" if source_iou[j] is None else f"{100 * source_iou[j]:.0f}"
-            labels.append(f"{c}{star}\nsource {src}")
+            labels.append(f"{c}{star}\n{reference} {src}")
         ax.set_xticks(np.arange(len(classes)) + 0.5)
         ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
         ax.set_yticks(np.arange(len(rows)) + 0.5)
         ax.set_yticklabels([_label(m) for m in rows], rotation=0)
         ax.tick_params(length=0)
-        ax.set_title(f"{benchmark}: per-class IoU gain over the source model (paired, mean over "
-                     f"{_seed_text(seeds)})")
+        what = "the BatchNorm-only control (AdaBN)" if controls else "the source model"
+        ax.set_title(f"{benchmark}: per-class IoU gain over {what} (paired, mean over "
+                     f"{_seed_text(seeds)})", fontsize=9)
         if share is not None:
             fig.text(0.01, 0.01, f"* fewer than {100 * RARE_SHARE:.0f} % of the labelled target val "
-                     "pixels. 'source': the source model's IoU (%).", fontsize=7.5, color="#444444")
+                     f"pixels. '{reference}': its IoU (%).", fontsize=7.5, color="#444444")
         fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
@@ -533,14 +597,40 @@ def training_curves_figure(runs: Sequence[dict], seed: int = 0, methods: Sequenc
     return fig
 
 
-def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("minent", "maxsquare"),
-                        benchmark: str = "minicity") -> Figure:
-    """Target val mIoU against λ_T for MinEnt and MaxSquare (log x axis).
+def seed_noise(table: Mapping[str, dict], methods: Sequence[str] = LOSS_METHODS) -> float | None:
+    """The seed noise of a loss's effect: the root mean square over ``methods`` of the std over
+    seeds of the paired gain over ``adabn`` (None with fewer than two seeds).
 
-    Points: the sweep runs ``<method>-lambda<v>`` and the plain run at its λ (0.1), averaged over
-    the sweep's seeds; a star: MaxSquare at MinEnt's initial gradient norm
-    (``maxsquare-match-minent``); lines: the source model and the ``none`` control on the same
-    seeds. Notebook ``05_evaluation``.
+    Args:
+        table: :func:`summarize_runs` table of the main benchmark.
+        methods: the table's loss runs.
+    Returns:
+        the std (fraction).
+    """
+    stds = [_std(_reported_gains(table, m, "adabn").values()) for m in methods if m in table]
+    stds = [v for v in stds if v is not None]
+    return float(np.sqrt(np.mean(np.square(stds)))) if stds else None
+
+
+def _sweep_points(table: Mapping[str, dict], method: str, seeds: Sequence[int]) -> list[tuple[float, float]]:
+    """(λ_T, reported mIoU) of a method's sweep runs and its table run, sorted by λ."""
+    points = []
+    for _name, e in list(_sweep_runs(table, method).items()) + ([(method, table[method])] if method in table else []):
+        lam, value = e["lambda_target"], _mean(_seed_values(e, seeds=seeds).values())
+        if isinstance(lam, (int, float)) and value is not None:
+            points.append((float(lam), value))
+    return sorted(points)
+
+
+def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS_METHODS,
+                        benchmark: str = "minicity") -> Figure:
+    """Reported mIoU against λ_T for each loss (log x axis), with the controls and a noise band.
+
+    Points: the sweep runs ``<method>-lambda<v>`` and the table run at its λ, on the sweep's seeds;
+    a star: MaxSquare at MinEnt's initial gradient norm (``maxsquare-match-minent``); lines: the
+    source model, ``adabn`` and ``none`` on the same seeds; grey band: ``adabn`` ± 3 × the seed
+    noise of a loss's gain over it (:func:`seed_noise`, from the table's seeds): a point outside
+    it is an effect the instrument resolves. Notebook ``05_evaluation``.
 
     Args:
         table: :func:`summarize_runs` table of the main benchmark.
@@ -557,22 +647,18 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
         raise MissingEvidence(f"no λ-sweep runs ({names}) in {benchmark}")
     seeds = sorted({s for runs in sweeps.values() for e in runs.values() for s in e["seeds"]})
     with figure_style():
-        fig, ax = plt.subplots(figsize=(7.6, 4.4))
+        fig, ax = plt.subplots(figsize=(8.2, 4.6))
         lambdas: set[float] = set()  # the swept values (the x ticks)
-        for method, marker in zip(methods, ("s", "o", "^", "v")):
-            points = []
-            for name, e in list(sweeps[method].items()) + ([(method, table[method])] if method in table else []):
-                lam, value = e["lambda_target"], _mean(_seed_values(e, seeds=seeds).values())
-                if isinstance(lam, (int, float)) and value is not None:
-                    points.append((float(lam), 100 * value))
+        for method, marker in zip(methods, ("s", "o", "^", "v", "D")):
+            points = _sweep_points(table, method, seeds)
             if points:
-                x, y = zip(*sorted(points))
+                x, y = zip(*points)
                 lambdas.update(x)
-                ax.plot(x, y, marker=marker, ms=7 if marker == "s" else 5,
-                        color=METHOD_COLORS.get(method, "#999999"), label=_label(method))
+                ax.plot(x, [100 * v for v in y], marker=marker, ms=6, color=METHOD_COLORS.get(method, "#999999"),
+                        label=_label(method))
         match, matched_lambda = table.get("maxsquare-match-minent"), None
         if match is not None and isinstance(match["lambda_target"], (int, float)):
-            value = _mean(_seed_values(match, seeds=seeds).values()) or match["miou_mean"]
+            value = _mean(_seed_values(match, seeds=seeds).values())
             if value is not None:
                 matched_lambda = float(match["lambda_target"])
                 ax.scatter([match["lambda_target"]], [100 * value], marker="*", s=160, zorder=5,
@@ -581,10 +667,17 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
         source = _mean(v for s, v in source_on_target(table).items() if s in seeds)
         if source is not None:
             ax.axhline(100 * source, color=METHOD_COLORS["source"], ls="--", lw=1, label="source model")
-        if "none" in table:
-            none = _mean(_seed_values(table["none"], seeds=seeds).values())
-            if none is not None:
-                ax.axhline(100 * none, color=METHOD_COLORS["none"], ls=":", lw=1.5, label="none (BN only)")
+        noise = seed_noise(table)
+        for control, ls in (("adabn", "-"), ("none", ":")):
+            if control in table:
+                level = _mean(_seed_values(table[control], seeds=seeds).values())
+                if level is not None:
+                    ax.axhline(100 * level, color=METHOD_COLORS.get(control, "#777777"), ls=ls, lw=1.5,
+                               label=_label(control))
+                    if control == "adabn" and noise is not None:
+                        ax.axhspan(100 * (level - 3 * noise), 100 * (level + 3 * noise), color="#cccccc",
+                                   alpha=0.45, zorder=0, lw=0,
+                                   label=f"AdaBN ± 3 × seed std of a loss's gain ({100 * noise:.2f} points)")
         ax.set_xscale("log")
         # ticks at the swept values; the matched run's λ is in its legend entry (a tick of its own
         # would collide with a nearby swept value) unless it is the only point
@@ -592,10 +685,90 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = ("mi
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{v:.3g}" for v in ticks])
         ax.minorticks_off()
-        ax.set_xlabel("λ_T (weight of the target loss)")
-        ax.set_ylabel("target val mIoU (%)")
-        ax.set_title(f"{benchmark}: λ_T sweep, {_seed_text(seeds)}")
-        ax.legend(frameon=False, fontsize=7.5, loc="best")
+        ax.set_xlabel("λ_T (weight of the target loss, the authors' constants)")
+        ax.set_ylabel(f"{'MiniCityscapes test' if _reports(table) else 'target val'} mIoU (%)")
+        ax.set_title(f"{benchmark}: λ_T sweep ({_reported_what(table)}), {_seed_text(seeds)}", fontsize=9)
+        ax.legend(frameon=False, fontsize=7, loc="lower left")
+        fig.tight_layout()
+    return fig
+
+
+def _subset_curve(run: dict, subset: str) -> tuple[list[int], list[float]]:
+    """(iterations, mIoU %) of one run on a scored subset (``dev``/``test``), starting point included;
+    the whole split where the run has no subsets."""
+    points = {}
+    for entry in [run.get("before"), *(run.get("history") or []), run.get("last")]:
+        if not entry or entry.get("iteration") is None:
+            continue
+        sub = (entry.get("subsets") or {}).get(subset)
+        value = sub["miou"] if sub else entry.get("miou")
+        if value is not None:
+            points.setdefault(int(entry["iteration"]), value)
+    its = sorted(points)
+    return its, [100 * points[i] for i in its]
+
+
+def dose_curves_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: int = 0,
+                       methods: Sequence[str] = LOSS_METHODS, subset: str = "test",
+                       benchmark: str = "minicity") -> Figure:
+    """Target mIoU against adaptation iteration for every λ_T of the sweep, one panel per loss.
+
+    Each line is one run of seed ``seed`` (the sweep's ``<method>-lambda<v>`` and the table's
+    ``<method>``), coloured by λ; the ``none`` control's curve and the ``adabn`` level are drawn in
+    every panel; a ring marks the evaluation that ``dev`` chooses. Iteration 0 is the starting
+    point. Notebook ``05_evaluation``.
+
+    Args:
+        runs: metrics dicts of one benchmark.
+        table: its :func:`summarize_runs` table.
+        seed: which seed (the sweep's).
+        methods: one panel each.
+        subset: the scored half to draw (``test``: the reported one).
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no sweep run of this seed.
+    """
+    by_name = {m["run"]: m for m in runs if int(m["seed"]) == seed}
+    panels = [(m, sorted(((float(e["lambda_target"]), n) for n, e in
+                          list(_sweep_runs(table, m).items()) + ([(m, table[m])] if m in table else [])
+                          if n in by_name and isinstance(e["lambda_target"], (int, float)))))
+              for m in methods]
+    panels = [(m, lines) for m, lines in panels if len(lines) > 1]
+    if not panels:
+        raise MissingEvidence(f"no λ-sweep runs of seed {seed} in {benchmark}")
+    all_lambdas = sorted({lam for _, lines in panels for lam, _ in lines})
+    cmap = plt.get_cmap("viridis")
+    colour = {lam: cmap(i / max(1, len(all_lambdas) - 1)) for i, lam in enumerate(all_lambdas)}
+    with figure_style():
+        cols = min(2, len(panels))
+        rows = math.ceil(len(panels) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 3.5 * rows), sharey=True, squeeze=False)
+        for ax, (method, lines) in zip(axes.flat, panels):
+            if "none" in by_name:
+                x, y = _subset_curve(by_name["none"], subset)
+                ax.plot(x, y, color="black", ls=":", lw=1.4, label="none (no target loss)")
+            if "adabn" in by_name:
+                _, y = _subset_curve(by_name["adabn"], subset)
+                if y:
+                    ax.axhline(y[-1], color=METHOD_COLORS.get("adabn", "#777777"), lw=1.2, label="AdaBN")
+            for lam, name in lines:
+                x, y = _subset_curve(by_name[name], subset)
+                ax.plot(x, y, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=f"λ_T {lam:g}")
+                choice = dev_choice(by_name[name])
+                if choice is not None and subset == "test":
+                    ax.scatter([choice["iteration"]], [100 * choice["miou"]], s=45, facecolors="none",
+                               edgecolors=colour[lam], linewidths=1.2, zorder=5)
+            ax.set_title(_label(method), fontsize=9)
+            ax.set_xlabel("adaptation iteration")
+            ax.legend(frameon=False, fontsize=6.5, ncol=2, loc="lower left")
+        for ax in axes[:, 0]:
+            ax.set_ylabel(f"{subset} mIoU (%)")
+        for ax in list(axes.flat)[len(panels):]:
+            ax.set_visible(False)
+        fig.suptitle(f"{benchmark}: dose — {subset} mIoU over adaptation per λ_T, seed {seed} "
+                     f"(ring: the evaluation dev chooses)", fontsize=10)
         fig.tight_layout()
     return fig
 
@@ -680,20 +853,22 @@ def bn_mode_figure(table: Mapping[str, dict], benchmark: str = "minicity") -> Fi
 
 def cross_city_values(tables_by_city: Mapping[str, Mapping[str, dict]]
                       ) -> dict[str, dict[str, dict[int, float]]]:
-    """Per city: source model, MaxSquare and MaxSquare+IW target mIoU per seed.
+    """Per city: the source model, the controls, MaxSquare and MaxSquare+IW target mIoU per seed.
 
-    The source model's value per city is the adaptation runs' ``before`` (the shared source model
-    evaluated on that city); the source run's own evaluation is used where no adaptation run exists.
+    The source model's value per city is the ``adabn`` run's ``before`` (the shared source model
+    evaluated on that city with its own statistics), else the loss runs' ``before`` (which is the
+    same model unless ``eval.bn_statistics`` is ``target``); the source run's own evaluation is
+    used where no adaptation run exists.
 
     Args:
         tables_by_city: city -> :func:`summarize_runs` table of its benchmark.
     Returns:
-        city -> {"source" | "maxsquare" | "maxsquare_iw": {seed: mIoU}}.
+        city -> {"source" | "adabn" | "none" | "maxsquare" | "maxsquare_iw": {seed: mIoU}}.
     """
     out = {}
     for city, table in tables_by_city.items():
         source: dict[int, float] = {}
-        for name in ("maxsquare", "maxsquare_iw"):
+        for name in ("adabn",) if "adabn" in table else ("maxsquare", "maxsquare_iw"):
             if name in table:
                 for s, r in table[name]["seeds"].items():
                     if r.get("before_miou") is not None:
@@ -701,14 +876,14 @@ def cross_city_values(tables_by_city: Mapping[str, Mapping[str, dict]]
         if not source:
             source = source_on_target(table)
         out[city] = {"source": dict(sorted(source.items()))}
-        for name in ("maxsquare", "maxsquare_iw"):
+        for name in CROSS_CITY_METHODS:
             out[city][name] = _seed_values(table[name]) if name in table else {}
     return out
 
 
 def cross_city_figure(tables_by_city: Mapping[str, Mapping[str, dict]],
                       paper: Mapping[str, Mapping[str, float]] | None = PAPER_NTHU) -> Figure:
-    """Cityscapes→NTHU protocol per city: source / MaxSquare / MaxSquare+IW, beside the paper.
+    """Cityscapes→NTHU protocol per city: source / AdaBN / none / MaxSquare / +IW, beside the paper.
 
     Notebook ``06_cross_city``.
 
@@ -724,24 +899,27 @@ def cross_city_figure(tables_by_city: Mapping[str, Mapping[str, dict]],
         raise MissingEvidence("no cross-city benchmarks (<prefix>_nthu_<city>)")
     values = cross_city_values(tables_by_city)
     cities = list(values)
-    names = ("source", "maxsquare", "maxsquare_iw")
+    names = [n for n in ("source",) + CROSS_CITY_METHODS if any(values[c].get(n) for c in cities)]
     seeds = sorted({s for v in values.values() for per in v.values() for s in per})
     with figure_style():
         panels = 2 if paper else 1
-        fig, axes = plt.subplots(1, panels, figsize=(5.8 * panels, 4.2), squeeze=False)
-        width = 0.27
+        fig, axes = plt.subplots(1, panels, figsize=(6.6 * panels, 4.4), squeeze=False)
+        width = 0.8 / len(names)
         ax = axes[0, 0]
         for k, name in enumerate(names):
             for i, city in enumerate(cities):
-                _bar_with_seeds(ax, i + (k - 1) * width, values[city][name], METHOD_COLORS[name], width=width,
-                                label=_label(name) if i == 0 else None, fontsize=6.5)
+                _bar_with_seeds(ax, i + (k - (len(names) - 1) / 2) * width, values[city][name],
+                                METHOD_COLORS[name], width=width,
+                                label=_label(name) if i == 0 else None, fontsize=5.5)
         ax.set_title(f"here: MiniCity city variants, {_seed_text(seeds)}")
         if paper:
             ax_p = axes[0, 1]
-            for k, name in enumerate(names):
-                xs = [i + (k - 1) * width for i, c in enumerate(cities) if c in paper]
+            paper_names = [n for n in names if all(n in paper[c] for c in cities if c in paper)]
+            pw = 0.8 / len(paper_names)
+            for k, name in enumerate(paper_names):
+                xs = [i + (k - (len(paper_names) - 1) / 2) * pw for i, c in enumerate(cities) if c in paper]
                 ys = [paper[c][name] for c in cities if c in paper]
-                ax_p.bar(xs, ys, width=width, color=METHOD_COLORS[name], edgecolor="black", linewidth=0.5,
+                ax_p.bar(xs, ys, width=pw, color=METHOD_COLORS[name], edgecolor="black", linewidth=0.5,
                          label=_label(name), zorder=2)
                 for x, y in zip(xs, ys):
                     ax_p.annotate(f"{y:.1f}", (x, y), xytext=(0, 3), textcoords="offset points",
@@ -933,7 +1111,7 @@ def data_figures(profile: str, benchmark: str, data_root: str | None = None,
 
 
 def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
-                       data_root: str | None = None, methods: Sequence[str] = ADAPT_METHODS[1:],
+                       data_root: str | None = None, methods: Sequence[str] = LOSS_METHODS,
                        indices: Sequence[int] = QUALITATIVE_INDICES, seed: int = 0) -> Figure:
     """Target val images × (image, label, source model, each method), final checkpoints, CPU.
 
@@ -1042,7 +1220,7 @@ def _provenance_lines(course: CourseRuns) -> list[str]:
 
 def paper_tables_markdown() -> str:
     """The paper's tables (GTA5/SYNTHIA→Cityscapes and Cityscapes→NTHU) as markdown, cited."""
-    order = ("source",) + ADAPT_METHODS[1:]
+    order = ("source",) + LOSS_METHODS
     head = "| benchmark (metric) | " + " | ".join(_label(m) for m in order) + " |"
     rows = [head, "|" + "---|" * (len(order) + 1)]
     for name, table in (("GTA5→Cityscapes (mIoU-19)", PAPER_GTA5_CITYSCAPES),
@@ -1164,7 +1342,7 @@ def _evidence_methods(table: Mapping[str, dict]) -> list[str]:
                 f"so the MaxSquare loss adds {_pts(g_ms - g_none, True)} points beyond the BatchNorm effect")
         out.append(f"The control without a target loss ('none': target images only move the BatchNorm "
                    f"statistics) gains {_pts(g_none, True)}; MaxSquare gains {_pts(g_ms, True)}, {tail}.")
-    order = [m for m in ADAPT_METHODS[1:] if m in table]
+    order = [m for m in LOSS_METHODS if m in table]
     if len(order) >= 2:
         means = [table[m]["miou_mean"] for m in order]
         holds = all(a is not None and b is not None and a < b for a, b in zip(means, means[1:]))
@@ -1411,6 +1589,7 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         "per_class_gain.png": needs_main(lambda: per_class_gain_figure(runs, benchmark=main)),
         "training_curves.png": needs_main(lambda: training_curves_figure(runs, 0, benchmark=main)),
         "lambda_sweep.png": needs_main(lambda: lambda_sweep_figure(table, benchmark=main)),
+        "dose_curves.png": needs_main(lambda: dose_curves_figure(runs, table, 0, benchmark=main)),
         "selection_rules.png": needs_main(lambda: selection_rules_figure(table, benchmark=main)),
         "bn_mode.png": needs_main(lambda: bn_mode_figure(table, benchmark=main)),
         "cross_city.png": lambda: cross_city_figure({c: course.tables[b] for c, b in course.cities.items()}),

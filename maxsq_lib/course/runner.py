@@ -21,21 +21,34 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import CITIES, CROSS_CITY_METHODS, MINICITY_PROFILES, TABLE_METHODS
+from ..config import CITIES, CROSS_CITY_METHODS, LOSS_METHODS, MINICITY_PROFILES, TABLE_METHODS
 from .notebook import at_root, project_root
 
 ADAPT_METHODS = TABLE_METHODS
-"""Methods of the main table (04_adaptation runs once per method)."""
+"""Methods of the main table, trained for every seed (controls first)."""
 
-LAMBDA_SWEEP = (1.0, 3.0)
-"""λ_T values of the sweep, besides the paper's 0.1 (first seed only). On MiniCity's 100-iteration
-schedule the paper's λ leaves every target loss within noise of the BatchNorm-only control; the
-larger values are where the losses' shapes start to matter (MinEnt gives up rare classes first)."""
+NOTEBOOK_METHODS = LOSS_METHODS + ("none",)
+"""Methods ``04_adaptation`` runs once each (``adabn`` takes no step: notebook 05 shows it)."""
 
-MATCH_LAMBDA = 1.0
-"""MinEnt's λ at which MaxSquare's λ is matched by initial logit-gradient norm."""
+LAMBDA_SWEEP = (0.03, 0.3, 1.0, 3.0)
+"""λ_T values of the study's sweep, besides the paper's 0.1 of the table (first seed only), from
+"no effect" to "collapse" (a one-seed pilot on this MiniCity: MinEnt 39.7 / 40.0 / 36.9 / 36.6 /
+37.3 at 0.03 / 0.1 / 0.3 / 1 / 3 with running statistics). ``make study`` only."""
 
-SWEEP_METHODS = ("minent", "maxsquare")
+MATCH_LAMBDA = None
+"""MinEnt's λ at which MaxSquare's λ is matched by initial logit-gradient norm (None: the table's
+λ_T, so that the matched run pairs with the table's MinEnt row)."""
+
+SWEEP_METHODS = LOSS_METHODS
+
+
+def course_studies(study: bool) -> list:
+    """The variants of the main benchmark's first seed: the matched-gradient run and MaxSquare with
+    BatchNorm frozen (both in ``make course``), and with ``study`` the λ sweep of every loss."""
+    from .plans import study_variants
+
+    return study_variants(LAMBDA_SWEEP if study else (), SWEEP_METHODS, MATCH_LAMBDA, match=True,
+                          bn_frozen=True)
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,8 @@ def notebook_plan(profile: str) -> list[NotebookRun]:
     """The notebook executions of the course, in order."""
     plan = [NotebookRun(n, n) for n in ("00_setup", "01_data", "02_source_pretraining",
                                          "03_gradient_analysis")]
-    plan += [NotebookRun("04_adaptation", f"04_adaptation-{m}", {"method": m}) for m in ADAPT_METHODS]
+    plan += [NotebookRun("04_adaptation", f"04_adaptation-{m}", {"method": m})
+             for m in NOTEBOOK_METHODS]
     plan.append(NotebookRun("05_evaluation", "05_evaluation"))
     if profile != "gpu":
         plan += [NotebookRun("06_cross_city", f"06_cross_city-{c}", {"city": c}) for c in CITIES]
@@ -60,19 +74,22 @@ def notebook_plan(profile: str) -> list[NotebookRun]:
 
 
 def plan_course_jobs(profile: str, runs: str, data_root: str | None, seeds: list[int],
-                     device: str | None = None):
+                     device: str | None = None, study: bool = False):
     """All training jobs of the course: the main table and its studies on the profile's first
     benchmark, then the cross-city runs (first seed); a shared source run appears once.
+
+    Args:
+        study: also the λ sweep (:func:`course_studies`).
 
     Returns:
         :class:`~maxsq_lib.course.plans.Job` s, each named ``<benchmark>: <run> seed<k>``.
     """
     from ..config import benchmarks_of
-    from .plans import plan_jobs, study_variants
+    from .plans import plan_jobs
 
     common = dict(runs=runs, data_root=data_root, device=device)
     main_bench = benchmarks_of(profile)[0]
-    studies = study_variants(LAMBDA_SWEEP, SWEEP_METHODS, MATCH_LAMBDA, match=True, bn_frozen=True)
+    studies = course_studies(study)
     plans = [(main_bench, plan_jobs(profile, main_bench, seeds, ADAPT_METHODS, studies, **common))]
     plans += [(bench, plan_jobs(profile, bench, seeds[:1], CROSS_CITY_METHODS, **common))
               for bench in benchmarks_of(profile) if "nthu" in bench]
@@ -87,10 +104,10 @@ def plan_course_jobs(profile: str, runs: str, data_root: str | None, seeds: list
     return jobs
 
 
-def default_figures_dir(profile: str, runs: str) -> str:
-    """``figures/`` (committed) for the cpu profile; ``<runs>/<profile>/figures`` otherwise, so a
-    smoke or GPU run never overwrites the course's committed figures."""
-    return "figures" if profile == "cpu" else str(Path(runs) / profile / "figures")
+def default_figures_dir(profile: str, runs: str, study: bool = False) -> str:
+    """``figures/`` (committed) for the cpu profile's study (``make study``, 3 seeds);
+    ``<runs>/<profile>/figures`` otherwise, so the course never rewrites the committed figures."""
+    return "figures" if profile == "cpu" and study else str(Path(runs) / profile / "figures")
 
 
 class NotebookFailed(RuntimeError):
@@ -165,7 +182,7 @@ def execute_notebooks(plan: list[NotebookRun], out_dir: Path, parameters: dict, 
 def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None = None,
                seeds: list[int] | None = None, jobs: int = 2, device: str | None = None,
                only: list[str] | None = None, skip_training: bool = False,
-               figures: bool = True, log=print) -> dict:
+               figures: bool = True, study: bool = False, log=print) -> dict:
     """Run the course end to end (see the module docstring).
 
     Args:
@@ -178,7 +195,9 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
         device: override the profile's device.
         only: execute only these notebooks (names like ``04_adaptation``).
         skip_training: do not pre-train in parallel (the notebooks train-or-load).
-        figures: regenerate ``figures/`` at the end (cpu profile: the committed figures).
+        figures: regenerate the figures at the end (:func:`default_figures_dir`).
+        study: ``make study``: also the λ sweep; no notebooks; the cpu profile's figures go to
+            the committed ``figures/``.
     Returns:
         timings per stage.
     """
@@ -205,7 +224,7 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
 
     if not skip_training:
         t0 = time.perf_counter()
-        course_jobs = plan_course_jobs(profile, runs, data_root, seeds, device)
+        course_jobs = plan_course_jobs(profile, runs, data_root, seeds, device, study=study)
         log(f"[train] {len(course_jobs)} runs, {jobs} at a time")
         run_jobs(course_jobs, parallel=jobs, log=lambda m: log(f"[train] {m}"))
         timings["training"] = time.perf_counter() - t0
@@ -215,7 +234,7 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
               "seeds": seeds, "seed": seeds[0]}
     if device:
         params["device"] = device
-    plan = [nb for nb in notebook_plan(profile) if not only or nb.notebook in only]
+    plan = [] if study else [nb for nb in notebook_plan(profile) if not only or nb.notebook in only]
     # Once every run exists the notebooks only load and plot, so they are independent; while
     # runs may still be missing they train-or-load and must go in order (no two training one run).
     parallel = jobs if not skip_training else 1
@@ -232,12 +251,12 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     if figures:
         from .figures import regenerate
 
-        out = at_root(default_figures_dir(profile, runs))
+        out = at_root(default_figures_dir(profile, runs, study))
         written = regenerate(runs_root=runs, profile=profile, data_root=data_root, out_dir=out)
         log(f"[figures] {len(written)} files in {out}/")
     timings["summary+figures"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     (Path(runs) / profile).mkdir(parents=True, exist_ok=True)
-    (Path(runs) / profile / "course_timings.json").write_text(json.dumps(timings, indent=1) + "\n")
-    log(f"[done] course ({profile}) in {timings['total'] / 60:.1f} min")
+    (Path(runs) / profile / f"{'study' if study else 'course'}_timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+    log(f"[done] {'study' if study else 'course'} ({profile}) in {timings['total'] / 60:.1f} min")
     return timings

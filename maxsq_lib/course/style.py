@@ -37,7 +37,7 @@ STYLE: dict = {
 # Colours for methods, fixed so a method has the same colour in every figure.
 METHOD_COLORS: dict[str, str] = {
     "source": "#7f7f7f",
-    "adabn": "#8c8c8c",
+    "adabn": "#8172b3",
     "none": "#bcbd22",
     "minent": "#1f77b4",
     "maxsquare": "#d62728",

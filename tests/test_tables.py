@@ -1,0 +1,73 @@
+"""The reported numbers: the evaluation ``dev`` chooses, scored on ``test``, and the gains paired
+on the seed with the source model and with the ``adabn`` control (hand-computed values)."""
+
+from __future__ import annotations
+
+import pytest
+
+from maxsq_lib.course import tables as T
+
+CLASSES = ["road", "car"]
+
+
+def _evaluation(iteration: int, dev: float, test: float) -> dict:
+    def scored(v):
+        return {"miou": v, "per_class_iou": {"road": v + 0.1, "car": v - 0.1}, "images": 10}
+
+    return {"iteration": iteration, "miou": (dev + test) / 2, "per_class_iou": {"road": 0.0, "car": 0.0},
+            "mean_entropy": 0.1, "subsets": {"dev": scored(dev), "test": scored(test)}}
+
+
+def _run(run: str, seed: int, evaluations: list[tuple[int, float, float]], stage: str = "adapt",
+         iterations: int = 300) -> dict:
+    entries = [_evaluation(*e) for e in evaluations]
+    return {"stage": stage, "run": run, "method": run.split("-")[0], "benchmark": "minicity", "seed": seed,
+            "class_names": CLASSES, "iterations": 0 if run == "adabn" else iterations,
+            "lambda_target": None if stage == "source" else 0.1, "bn_mode": "train",
+            "before": None if stage == "source" else entries[0],
+            "history": [] if stage == "source" or run == "adabn" else entries[1:],
+            "last": entries[-1]}
+
+
+def test_dev_chooses_and_test_reports():
+    m = _run("maxsquare", 0, [(0, 0.40, 0.41), (100, 0.45, 0.30), (200, 0.45, 0.50), (300, 0.42, 0.44)])
+    choice = T.dev_choice(m)
+    # dev ties at 100 and 200: the earlier one; its test value is reported, not the better 0.50
+    assert choice["iteration"] == 100 and choice["miou"] == pytest.approx(0.30)
+    assert choice["select_miou"] == pytest.approx(0.45) and choice["last_miou"] == pytest.approx(0.44)
+    assert choice["per_class_iou"] == {"road": pytest.approx(0.40), "car": pytest.approx(0.20)}
+    # the starting point can be chosen: adaptation that only hurts dev is not reported as a gain
+    worse = _run("minent", 0, [(0, 0.40, 0.41), (100, 0.30, 0.60)])
+    assert T.dev_choice(worse)["iteration"] == 0 and T.dev_choice(worse)["miou"] == pytest.approx(0.41)
+    # no subsets: nothing to choose with
+    plain = {**m, "last": {"iteration": 300, "miou": 0.4}}
+    assert T.dev_choice(plain) is None
+
+
+def test_source_and_adabn_report_their_result_and_gains_are_paired():
+    runs = []
+    for seed, (src, ada, loss) in enumerate(((0.30, 0.40, 0.43), (0.32, 0.38, 0.37))):
+        # the source run's history would let dev pick an earlier model; its final model is reported
+        runs.append(_run("source_multi", seed, [(3000, 0.31, src)], stage="source"))
+        # adabn: before = the source model with its own statistics, last = re-estimated (iteration 0)
+        runs.append(_run("adabn", seed, [(0, 0.30, src), (0, 0.39, ada)]))
+        runs.append(_run("maxsquare", seed, [(0, 0.39, ada), (500, 0.45, loss), (1000, 0.41, 0.1)]))
+    table = T.summarize_runs(runs)
+    assert table["adabn"]["seeds"][0]["report"]["miou"] == pytest.approx(0.40)
+    ms = table["maxsquare"]
+    assert [ms["seeds"][s]["report"]["iteration"] for s in (0, 1)] == [500, 500]
+    assert ms["seeds"][0]["report"]["gain_over_source"] == pytest.approx(0.13)
+    assert ms["seeds"][1]["report"]["gain_over_adabn"] == pytest.approx(-0.01)
+    assert ms["report_gain_over_adabn_mean"] == pytest.approx(0.01)
+    assert ms["report_gain_over_adabn_std"] == pytest.approx(0.04 / 2 ** 0.5)
+    assert table["adabn"]["seeds"][0]["report"]["gain_over_adabn"] is None  # not paired with itself
+    assert table["adabn"]["report_gain_over_source_mean"] == pytest.approx(0.08)
+    text = T.markdown_tables("minicity", table)
+    assert "| maxsquare | 0.1 | train | 43.0 | 37.0 | 40.0 ± 4.2 | +9.0 ± 5.7 | +1.0 ± 2.8 | 500, 500 |" in text
+
+    doc = T.results_json({"minicity": runs}, {"minicity": table}, "cpu")
+    bench = doc["benchmarks"]["minicity"]
+    assert bench["splits"]["select"] == "dev" and bench["splits"]["report"] == "test"
+    seed0 = bench["runs"]["maxsquare"]["seeds"]["0"]
+    assert seed0["miou"] == pytest.approx(43.0) and seed0["iteration"] == 500
+    assert seed0["gain_over_adabn"] == pytest.approx(3.0) and seed0["per_class"]["car"] == pytest.approx(33.0)
