@@ -410,6 +410,12 @@ def test_evaluating_with_target_batchnorm_statistics(source_run, smoke_root):
     m = train(cfg, "adapt", progress=False)
     # the starting point scored with target statistics is exactly the adabn control
     assert m["before"]["miou"] == control["last"]["miou"]
+    # adabn under the same setting: its starting point is the source model with its own statistics
+    # (the source row of a benchmark without a source run, e.g. a city), its result the re-estimate
+    same = train(smoke_cfg(smoke_root, runs, "adabn", tag="stats-target-ctl",
+                           eval={"bn_statistics": "target"}), "adapt", progress=False)
+    assert same["before"]["miou"] == control["before"]["miou"] != same["last"]["miou"]
+    assert same["last"]["miou"] == control["last"]["miou"]
     # final.pt holds the statistics it was scored with: re-estimating its weights again changes nothing
     state = torch.load(run_dir_for(cfg, "adapt") / "final.pt", weights_only=True)["model"]
     model = build_model(cfg)

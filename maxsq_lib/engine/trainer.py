@@ -446,7 +446,8 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
                        subsets=eval_subsets(cfg, val_ds))
     run = _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
                init_note, lambda_info, bn_mode, train_model=model)
-    if stage == "adapt" and cfg.eval.bn_statistics == "target":
+    if stage == "adapt" and cfg.eval.bn_statistics == "target" and cfg.adapt.method != "adabn":
+        # adabn's own step is the re-estimate; its `before` stays the source model as trained
         run.bn_target_ds = build_dataset(cfg, "target")
         run.bn_target_ds.augment = False
     return run
