@@ -288,3 +288,38 @@ def test_plot_helpers_build_figures():
     plt.close(fig)
     with pytest.raises(ValueError, match="same non-zero count"):
         A.plot_iw_weight_maps(images, z.argmax(1).numpy(), A.iw_weight_maps(z), 10)
+
+
+def test_dose_at_start_is_the_ratio_of_parameter_gradient_norms():
+    from maxsq_lib.engine.strategies import make_strategy
+    from maxsq_lib.models import deeplabv2_from_preset
+
+    torch.manual_seed(0)
+    model = deeplabv2_from_preset("minicity", 10)
+    src, tgt = torch.randn(2, 3, 32, 64), torch.randn(2, 3, 32, 64)
+    labels = torch.randint(0, 10, (2, 32, 64))
+    labels[:, :4] = -1  # ignored pixels stay ignored
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = A.dose_at_start(model, [(src, labels, tgt)], ["minent", "maxsquare"], lambda_seg=0.1)
+    # by hand, with the same train-mode forward passes on a fresh copy of the model
+    import copy
+    net = copy.deepcopy(model).train()
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def norm(loss):
+        return torch.sqrt(sum((g.double() ** 2).sum() for g in torch.autograd.grad(loss, params, allow_unused=True)
+                              if g is not None)).item()
+
+    main, aux = net(src, with_aux=True)
+    ce = L.source_cross_entropy(main, labels) + 0.1 * L.source_cross_entropy(aux, labels)
+    g_ce = norm(ce)
+    with torch.no_grad():
+        net(tgt, with_aux=True)  # the measurement's no-grad pass also moves the BN statistics
+    for name in ("minent", "maxsquare"):
+        loss, _ = make_strategy(name, lambda_target=1.0)(*net(tgt, with_aux=True))
+        assert out["methods"][name]["ratio"] == pytest.approx(norm(loss) / g_ce, rel=1e-6)
+    assert out["methods"]["maxsquare"]["logit_ratio_to_maxsquare"] == pytest.approx(1.0)
+    assert out["methods"]["minent"]["logit_ratio_to_maxsquare"] > 1.0  # MinEnt's larger logit gradient
+    assert out["batches"] == 1
+    # the model given is not touched (the measurement runs on a copy)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -575,3 +575,63 @@ def plot_iw_weight_maps(images: np.ndarray, predictions: np.ndarray, weights: np
             axes[row, 2].set_title(rf"IW weight $\times N = (N/N_c)^{{{ratio:g}}}$")
     fig.colorbar(shown, ax=axes[:, 2], shrink=0.8)
     return fig
+
+
+def dose_at_start(model: torch.nn.Module, batches, methods: Sequence[str], *, lambda_seg: float = 0.1,
+                  multi: bool = True, **strategy_kwargs) -> dict:
+    """The dose of each target loss at the starting point: ‖∇_θ L_T‖ / ‖∇_θ CE_source‖ at λ_T = 1.
+
+    The loop's update is Adam's step on the sum of both gradients, so this ratio (times λ_T) is how
+    strongly the target loss pulls against the source cross-entropy when adaptation starts; the
+    logit-gradient ratio to MaxSquare is the part that comes from the loss's shape and constants.
+    Introduced in notebook ``04_adaptation``.
+
+    Args:
+        model: the starting point (copied; BatchNorm in train mode as in the loop).
+        batches: ``(source_images, source_labels, target_images)`` tuples.
+        methods: target-loss methods (:func:`maxsq_lib.engine.strategies.make_strategy` names).
+        lambda_seg: the aux head's weight in the source CE when ``multi``.
+        multi: the source CE includes the aux head (``source.multi``).
+        strategy_kwargs: further :func:`make_strategy` arguments (``faithful_scale``, ...).
+    Shape:
+        source_images, target_images: (B, 3, H, W); source_labels: (B, H, W).
+    Returns:
+        ``{"batches": n, "methods": {method: {"ratio", "ratio_min", "ratio_max",
+        "logit_ratio_to_maxsquare"}}}`` (means over the batches; ratios at λ_T = 1).
+    """
+    import copy
+
+    from ..engine.strategies import logit_gradient_norm, make_strategy
+    from ..models import unwrap_model
+
+    net = copy.deepcopy(unwrap_model(model))
+    net.train()
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def grad_norm(loss: Tensor) -> float:
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads if g is not None)))
+
+    ratios: dict[str, list[float]] = {m: [] for m in methods}
+    logit_ratios: dict[str, list[float]] = {m: [] for m in methods}
+    reference = make_strategy("maxsquare", lambda_target=1.0, lambda_seg=lambda_seg, **strategy_kwargs)
+    count = 0
+    for source_images, source_labels, target_images in batches:
+        main, aux = net(source_images, with_aux=True)
+        source_ce = losses.source_cross_entropy(main, source_labels)
+        if multi:
+            source_ce = source_ce + lambda_seg * losses.source_cross_entropy(aux, source_labels)
+        g_source = grad_norm(source_ce)
+        with torch.no_grad():
+            t_main, t_aux = net(target_images, with_aux=True)
+        g_reference = float(logit_gradient_norm(reference, t_main, t_aux))
+        for m in methods:
+            strategy = make_strategy(m, lambda_target=1.0, lambda_seg=lambda_seg, **strategy_kwargs)
+            loss, _ = strategy(*net(target_images, with_aux=True))
+            ratios[m].append(grad_norm(loss) / g_source)
+            logit_ratios[m].append(float(logit_gradient_norm(strategy, t_main, t_aux)) / g_reference)
+        count += 1
+    return {"batches": count, "methods": {
+        m: {"ratio": float(np.mean(ratios[m])), "ratio_min": float(np.min(ratios[m])),
+            "ratio_max": float(np.max(ratios[m])),
+            "logit_ratio_to_maxsquare": float(np.mean(logit_ratios[m]))} for m in methods}}

@@ -1182,6 +1182,69 @@ def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
     return fig
 
 
+DOSE_BATCHES = 8
+"""Batches (the first of the source and target train lists, not augmented) of :func:`dose_evidence`."""
+
+
+def dose_evidence(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
+                  data_root: str | None = None, seed: int = 0, batches: int = DOSE_BATCHES) -> dict:
+    """:func:`~maxsq_lib.course.analysis.dose_at_start` of every loss for the source model of
+    ``seed``, on the first ``batches`` source and target train batches (the profile's batch sizes).
+
+    Returns:
+        its dict, plus ``lambda_target`` (the profile's λ_T per method) and ``seed``.
+    Raises:
+        MissingEvidence: no data or no source checkpoint.
+    """
+    import torch
+
+    from .. import course
+    from ..engine.trainer import run_dir_for
+    from .analysis import dose_at_start
+
+    cfg = _data_config(profile, benchmark, runs_root, data_root)
+    src_cfg = _course_config(profile, benchmark, None, runs_root, data_root, seed)
+    if not (run_dir_for(src_cfg, "source") / "final.pt").is_file():
+        raise MissingEvidence(f"no source checkpoint (final.pt) of seed {seed} in {benchmark}")
+    try:
+        model = course.load_run_model(src_cfg, "source", which="final", device="cpu")
+        source, target = course.dataset(cfg, "source"), course.dataset(cfg, "target")
+        bs, tbs = cfg.adapt.batch_size, cfg.adapt.target_batch_size
+        n = min(batches, len(source) // bs, len(target) // tbs)
+        pairs = []
+        for k in range(n):
+            s_images, s_labels, _ = course.batch(source, list(range(k * bs, (k + 1) * bs)))
+            t_images, _, _ = course.batch(target, list(range(k * tbs, (k + 1) * tbs)))
+            pairs.append((s_images, s_labels, t_images))
+        torch.manual_seed(0)
+        out = dose_at_start(model, pairs, LOSS_METHODS, lambda_seg=cfg.adapt.lambda_seg,
+                            multi=src_cfg.source.multi, faithful_scale=cfg.adapt.faithful_scale,
+                            iw_ratio=cfg.adapt.iw_ratio, threshold=cfg.adapt.threshold)
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        raise MissingEvidence(f"cannot measure the dose in {benchmark}: {exc}") from exc
+    lambdas = {m: _course_config(profile, benchmark, m, runs_root, data_root, seed).adapt.lambda_target
+               for m in LOSS_METHODS}
+    return {**out, "seed": seed, "lambda_target": lambdas}
+
+
+def dose_markdown(dose: Mapping | None, reason: str | None = None) -> list[str]:
+    """The dose table of ``results.md``."""
+    lines = ["## Dose at the starting point", ""]
+    if dose is None:
+        return lines + [f"Skipped ({reason}).", ""]
+    lines += [f"‖∇θ λ_T·L_T‖ / ‖∇θ CE_source‖ for the source model of seed {dose['seed']} on the first "
+              f"{dose['batches']} source and target train batches (BatchNorm in train mode, as the "
+              "loop starts), at λ_T = 1 and at the table's λ_T; and the ratio of the logit gradient "
+              "‖∂L_T/∂z‖ to MaxSquare's (the authors' constants), which sets the matched λ.", "",
+              "| method | ratio at λ_T = 1 (min–max over batches) | table λ_T | ratio at the table's λ_T | "
+              "logit gradient / MaxSquare's |", "|---|---|---|---|---|"]
+    for m, v in dose["methods"].items():
+        lam = dose["lambda_target"][m]
+        lines.append(f"| {m} | {v['ratio']:.3g} ({v['ratio_min']:.3g}–{v['ratio_max']:.3g}) | {lam:g} | "
+                     f"{lam * v['ratio']:.3g} | {v['logit_ratio_to_maxsquare']:.2f} |")
+    return lines + [""]
+
+
 # ------------------------------------------------------------------------------------ results.md
 
 def _display_path(path: Path) -> str:
@@ -1513,12 +1576,14 @@ def evidence_sentences(course: CourseRuns) -> list[str]:
     return out
 
 
-def results_markdown(course: CourseRuns, notes: Mapping[str, str | None]) -> str:
+def results_markdown(course: CourseRuns, notes: Mapping[str, str | None], dose: Mapping | None = None,
+                     dose_reason: str | None = None) -> str:
     """The text of ``results.md`` (see :func:`regenerate`).
 
     Args:
         course: the loaded runs.
         notes: figure file name -> None when written, else why it was skipped.
+        dose: :func:`dose_evidence` (None: skipped for ``dose_reason``).
     Returns:
         markdown.
     """
@@ -1530,6 +1595,7 @@ def results_markdown(course: CourseRuns, notes: Mapping[str, str | None]) -> str
     for benchmark, table in course.tables.items():
         lines.append(markdown_tables(benchmark, table))
     lines += _beside_paper_markdown(course)
+    lines += dose_markdown(dose, dose_reason)
     lines += ["## Figures", ""]
     for name, text in FIGURES.items():
         reason = notes.get(name)
@@ -1611,7 +1677,16 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         notes[name] = None
     for fig in data_cache.get("figs", ()):
         plt.close(fig)
-    written.append(write_text_atomic(out / "results.md", results_markdown(course, notes)))
+    dose, dose_reason = None, None
+    try:
+        if main is None:
+            raise MissingEvidence("no main-table benchmark among the runs")
+        dose = dose_evidence(profile, main, runs_root, data_root)
+    except MissingEvidence as exc:
+        dose_reason = str(exc)
+    written.append(write_text_atomic(out / "results.md", results_markdown(course, notes, dose, dose_reason)))
     results = results_json(course.by_benchmark, course.tables, course.profile)
+    if dose is not None:
+        results["benchmarks"][main]["dose_at_start"] = dose
     written.append(write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n"))
     return written
