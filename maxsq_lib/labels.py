@@ -73,8 +73,12 @@ CITYSCAPES_LABEL_IDS: frozenset[int] = frozenset(lab.id for lab in _cs.labels if
 SYNTHIA_LABEL_IDS: frozenset[int] = frozenset(range(23))
 """Label ids a SYNTHIA label (channel 0) may hold: 0 (void) .. 22 (lane marking)."""
 
-IGNORE_COLOR: tuple[int, int, int] = (0, 0, 0)
-"""Colour drawn for ignored pixels."""
+IGNORE_COLOR: tuple[int, int, int] = (255, 255, 255)
+"""Colour drawn for ignored pixels (and pseudo-labels not kept): white.
+
+Not Cityscapes' black for "unlabeled": black is hard to tell from building (70, 70, 70) and truck
+(0, 0, 70). No class is white, and the nearest class colour, terrain (152, 251, 152), is about
+146 RGB units away."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ def colorize(label: np.ndarray, class_set: ClassSet | int | str) -> np.ndarray:
     Shape:
         label (H, W) -> (H, W, 3) uint8.
     Returns:
-        RGB uint8 image; ignored pixels black.
+        RGB uint8 image; ignored pixels in :data:`IGNORE_COLOR` (white).
     """
     cs = class_set if isinstance(class_set, ClassSet) else class_set_for(class_set)
     label = np.asarray(label).astype(np.int64)

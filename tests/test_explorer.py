@@ -14,7 +14,7 @@ from maxsq_lib import config as C
 from maxsq_lib import losses
 from maxsq_lib.course.explorer import (PANEL_KEYS, SOURCE, WIDGET_CHILDREN, Explorer, class_histogram,
                                 find_explorable_runs)
-from maxsq_lib.labels import IGNORE_INDEX
+from maxsq_lib.labels import CLASS_SETS, IGNORE_COLOR, IGNORE_INDEX, colorize
 from maxsq_lib.models import deeplabv2_from_preset
 
 H, W, C10 = 32, 64, 10
@@ -178,6 +178,39 @@ def test_threshold_sweep_trades_quantity_for_quality(explorer):
         right += int(((fused == label) & (label != IGNORE_INDEX)).sum())
         total += int((label != IGNORE_INDEX).sum())
     assert sweep["accuracy"][0] == pytest.approx(right / total)
+
+
+# ----------------------------------------------------------------------------------- colours
+
+def test_ignore_colour_is_no_class_colour_of_any_class_set():
+    for cs in CLASS_SETS.values():
+        colors = np.asarray(cs.colors, dtype=np.float64)
+        assert IGNORE_COLOR not in cs.colors, cs.name
+        # not merely different: far enough to be told apart (magenta would be 43 from sidewalk)
+        distance = np.linalg.norm(colors - np.asarray(IGNORE_COLOR), axis=1)
+        assert distance.min() > 100, (cs.name, cs.class_names[int(distance.argmin())])
+
+
+@pytest.mark.parametrize("name", sorted(CLASS_SETS))
+def test_colourised_ignored_pixels_show_the_ignore_colour(name):
+    cs = CLASS_SETS[name]
+    label = np.tile(np.arange(cs.num_classes), (3, 1))
+    label[1, ::2] = IGNORE_INDEX
+    rgb = colorize(label, cs)
+    ignored = label == IGNORE_INDEX
+    assert (rgb[ignored] == IGNORE_COLOR).all()
+    assert not (rgb[~ignored] == IGNORE_COLOR).all(axis=-1).any()
+
+
+def test_explorer_legend_names_the_ignore_colour(explorer):
+    fig = explorer.figure(0, "a", 0.5, 0.2)
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[-1] == "ignored / not kept (white)"
+    assert tuple(round(255 * v) for v in legend.legend_handles[-1].get_facecolor()[:3]) == IGNORE_COLOR
+    # the label panel shows the ignore colour exactly where the label is -1 (the band of rows 0-3)
+    label_image = fig.axes[1].get_images()[0].get_array()
+    assert (np.asarray(label_image[:4]) == IGNORE_COLOR).all()
 
 
 # ----------------------------------------------------------------------------------- rendering

@@ -61,7 +61,7 @@ def test_palette_from_cityscapesscripts_and_colorize_ignore():
     assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[0, 0]) == (128, 64, 128)
     assert tuple(rgb[0, 1]) == L.MINICITY_10.colors[9]
-    assert tuple(rgb[0, 2]) == tuple(rgb[1, 0]) == tuple(rgb[1, 2]) == (0, 0, 0)
+    assert tuple(rgb[0, 2]) == tuple(rgb[1, 0]) == tuple(rgb[1, 2]) == L.IGNORE_COLOR
 
 
 def test_class_set_lookup_errors():

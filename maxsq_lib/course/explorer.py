@@ -8,7 +8,8 @@ run found under ``<runs>/<profile>/<benchmark>/``), predicts a target val image 
 panel                 shape      what it is
 ====================  =========  ===========================================================
 ``image``             (H, W, 3)  the input image, RGB uint8
-``label``             (H, W)     ground truth, ``-1`` = ignored
+``label``             (H, W)     ground truth, ``-1`` = ignored (drawn white,
+                                 :data:`maxsq_lib.labels.IGNORE_COLOR`)
 ``prediction``        (H, W)     ``argmax_c p_c`` of the main head
 ``probabilities``     (C, H, W)  ``p = softmax(main logits)``
 ``entropy``           (H, W)     ``-Σ_c p_c log p_c / log C`` in [0, 1]
@@ -46,7 +47,7 @@ from ..config import RunConfig, from_dict, load_yaml
 from ..engine.runs import is_finished, source_run_dir
 from .tables import METHOD_ORDER
 from ..labels import IGNORE_INDEX, ClassSet, class_set_for, colorize
-from .style import STYLE, denormalize_bgr, legend_handles
+from .style import IGNORE_LEGEND, STYLE, denormalize_bgr, frame_image_axis, legend_handles
 
 SOURCE = "source"
 """Name under which the explorer lists the source-only model (whatever its run folder is called)."""
@@ -515,7 +516,6 @@ def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: s
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     c = class_set.num_classes
     h, w = panels["label"].shape
@@ -528,8 +528,7 @@ def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: s
                                 hspace=0.32)
         axes = [[fig.add_subplot(grid[r, k]) for k in range(4)] for r in range(2)]
         for ax in axes[0] + axes[1][:3]:  # every panel but the histogram is an image
-            ax.set_xticks([])
-            ax.set_yticks([])
+            frame_image_axis(ax)
 
         axes[0][0].imshow(panels["image"])
         axes[0][0].set_title("image")
@@ -561,7 +560,7 @@ def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: s
              max(float(scaled.max()), 1.0 + 1e-6))
 
         _class_histogram_panel(axes[1][3], panels, class_set)
-        handles = legend_handles(class_set) + [Patch(color="black", label="ignored / not kept")]
+        handles = legend_handles(class_set, ignore=IGNORE_LEGEND)
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False,
                    fontsize=8, bbox_to_anchor=(0.5, 0.0))
         if title:

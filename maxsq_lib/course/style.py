@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 
 from ..data.transforms import denormalize_bgr  # noqa: F401  (re-exported for the figures)
 from ..files import atomic_file
-from ..labels import ClassSet, class_set_for, colorize
+from ..labels import IGNORE_COLOR, ClassSet, class_set_for, colorize
 
 STYLE: dict = {
     "figure.dpi": 100,
@@ -81,18 +81,49 @@ def save_figure(fig, path: str | os.PathLike, close: bool = True) -> Path:
     return path
 
 
-def label_panel(ax, label: np.ndarray, class_set: ClassSet | int | str, title: str | None = None):
-    """Draw a coloured label map on an axis without ticks."""
-    ax.imshow(colorize(label, class_set))
+IGNORE_LEGEND = "ignored / not kept (white)"
+"""Legend text of the :data:`~maxsq_lib.labels.IGNORE_COLOR` patch."""
+
+
+def frame_image_axis(ax) -> None:
+    """Remove an image axis's ticks and draw all four sides of its frame.
+
+    The style hides the top and right spines (right for plots); around a label map they are
+    needed, or ignored pixels (white) at the image's border would merge into the white page.
+
+    Args:
+        ax: a matplotlib axis showing an image.
+    """
     ax.set_xticks([])
     ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_linewidth(0.6)
+
+
+def label_panel(ax, label: np.ndarray, class_set: ClassSet | int | str, title: str | None = None):
+    """Draw a coloured label map (ignored pixels white) on a framed axis without ticks."""
+    ax.imshow(colorize(label, class_set))
+    frame_image_axis(ax)
     if title:
         ax.set_title(title)
 
 
-def legend_handles(class_set: ClassSet | int | str):
-    """Patches with the class colours, for a figure legend."""
+def legend_handles(class_set: ClassSet | int | str, ignore: str | None = None):
+    """Patches with the class colours, for a figure legend.
+
+    Args:
+        class_set: the set, or its size or name.
+        ignore: if given, a last patch in :data:`~maxsq_lib.labels.IGNORE_COLOR` with this text
+            (e.g. :data:`IGNORE_LEGEND`); it has a black edge, as white on white is invisible.
+    Returns:
+        a list of :class:`matplotlib.patches.Patch`.
+    """
     from matplotlib.patches import Patch
 
     cs = class_set if isinstance(class_set, ClassSet) else class_set_for(class_set)
-    return [Patch(color=np.asarray(c) / 255.0, label=n) for n, c in zip(cs.class_names, cs.colors)]
+    handles = [Patch(color=np.asarray(c) / 255.0, label=n) for n, c in zip(cs.class_names, cs.colors)]
+    if ignore is not None:
+        handles.append(Patch(facecolor=np.asarray(IGNORE_COLOR) / 255.0, edgecolor="black",
+                             linewidth=0.6, label=ignore))
+    return handles
