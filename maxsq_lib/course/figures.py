@@ -72,7 +72,7 @@ PAPER_NTHU: dict[str, dict[str, float]] = {
 
 
 METHOD_LABELS: dict[str, str] = {
-    "source": "source only", "adabn": "AdaBN (BN statistics only)", "none": "none (BN only)", "minent": "MinEnt", "maxsquare": "MaxSquare",
+    "source": "source only", "adabn": "AdaBN (BN statistics only)", "none": "none (no target loss)", "minent": "MinEnt", "maxsquare": "MaxSquare",
     "maxsquare_iw": "MaxSquare+IW", "maxsquare_iw_multi": "MaxSquare+IW+Multi"}
 
 RARE_SHARE = 0.02
@@ -225,6 +225,17 @@ def _label(name: str) -> str:
     return METHOD_LABELS.get(name, name)
 
 
+MINICITY_DATASET_NAMES = {"gta5": "MiniGTA", "cityscapes": "MiniCityscapes", "nthu": "MiniNTHU"}
+"""How MiniCity's datasets are named in figures (the configs use the real datasets' names)."""
+
+
+def dataset_label(name: str, profile: str) -> str:
+    """A dataset's name in a figure: MiniGTA / MiniCityscapes on MiniCity profiles, else as given."""
+    from ..config import MINICITY_PROFILES
+
+    return MINICITY_DATASET_NAMES.get(name, name) if profile in MINICITY_PROFILES else name
+
+
 def _source_entry(table: Mapping[str, dict]) -> dict | None:
     return next((e for n, e in table.items() if n.startswith("source")), None)
 
@@ -329,8 +340,11 @@ def _bar_with_seeds(ax, x: float, per_seed: Mapping[int, float], color: str, wid
         offsets = np.linspace(-width * 0.25, width * 0.25, vals.size)
         ax.scatter(x + offsets, vals, s=10, color="black", zorder=4, linewidths=0)
     if annotate:
-        top = float(vals.max()) if vals.size > 1 else mean
-        ax.annotate(f"{mean:.1f}", (x, max(top, 0.0) if mean >= 0 else min(float(vals.min()), 0.0)),
+        # above the highest of the seed dots and the error bar, so the label never sits on them
+        spread = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+        top = max(float(vals.max()), mean + spread)
+        bottom = min(float(vals.min()), mean - spread)
+        ax.annotate(f"{mean:.1f}", (x, max(top, 0.0) if mean >= 0 else min(bottom, 0.0)),
                     xytext=(0, 3 if mean >= 0 else -10), textcoords="offset points", ha="center",
                     fontsize=fontsize)
 
@@ -380,9 +394,9 @@ def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None 
         src_entry = _source_entry(table)
         if src_entry is not None and src_entry["source_val_miou_mean"] is not None:
             level = 100 * src_entry["source_val_miou_mean"]
-            ax.axhline(level, color="black", ls="--", lw=1, zorder=1)
-            ax.annotate(f"source model on source val: {level:.1f}", (len(names) - 0.6, level),
-                        xytext=(0, 3), textcoords="offset points", ha="right", fontsize=7.5)
+            ax.axhline(level, color="black", ls="--", lw=1, zorder=1,
+                       label=f"source model on source val: {level:.1f}")
+            ax.legend(frameon=False, fontsize=7.5, loc="upper left")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels([_label(n) for n in names], rotation=25, ha="right")
         ax.set_ylabel("target val mIoU (%)")
@@ -1095,7 +1109,8 @@ def data_figures(profile: str, benchmark: str, data_root: str | None = None,
     try:
         source, target = course.dataset(cfg, "source"), course.dataset(cfg, "val")
         cs = class_set_for(cfg.data.num_classes)
-        names = (f"source: {cfg.data.source} train", f"target: {cfg.data.target} val")
+        names = (f"source: {dataset_label(cfg.data.source, profile)} train",
+                 f"target: {dataset_label(cfg.data.target, profile)} val")
         freqs = {}
         for name, ds in zip(names, (source, target)):
             used = min(FREQUENCY_LIMIT, len(ds))
@@ -1111,7 +1126,7 @@ def data_figures(profile: str, benchmark: str, data_root: str | None = None,
 
 
 def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
-                       data_root: str | None = None, methods: Sequence[str] = LOSS_METHODS,
+                       data_root: str | None = None, methods: Sequence[str] = ADAPT_METHODS,
                        indices: Sequence[int] = QUALITATIVE_INDICES, seed: int = 0) -> Figure:
     """Target val images × (image, label, source model, each method), final checkpoints, CPU.
 
@@ -1177,7 +1192,8 @@ def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
             axes[0, c].set_title(title, fontsize=8)
         fig.legend(handles=legend_handles(cs), loc="lower center", ncol=min(cs.num_classes, 10),
                    frameon=False, fontsize=7, handlelength=1.0, columnspacing=0.8)
-        fig.suptitle(f"{benchmark}: target val predictions, seed {seed}, final checkpoints", fontsize=9)
+        fig.suptitle(f"{benchmark}: {dataset_label(cfg.data.target, profile)} val predictions, seed {seed}, "
+                     "final checkpoints (AdaBN and none: the BatchNorm-only controls)", fontsize=9)
         fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
