@@ -13,6 +13,7 @@ module                 what it holds
 ``analysis``           gradient shares by confidence and class (notebook ``03``)
 ``explorer``           the widgets of notebook ``07``
 ``stats``              class frequencies and sample grids (notebook ``01``)
+``html_export``        the executed notebooks as HTML pages with an index (``maxsq course``)
 ``style``              the figure style and saving helper
 =====================  ======================================================================
 """
