@@ -760,7 +760,8 @@ def plan_dry_run(args, command: str, base: str | os.PathLike | None = None,
         if args.seeds != 1:
             course_cmd += ["--seeds", str(args.seeds)]
         report.footer = ["the whole course (training runs, then the notebooks into "
-                         f"{Path(args.runs) / args.profile / 'notebooks'}/, then the figures):",
+                         f"{Path(args.runs) / args.profile / 'notebooks'}/ and their HTML copies "
+                         f"into {Path(args.runs) / args.profile / 'html'}/, then the figures):",
                          "  maxsq " + shlex.join(course_cmd)]
     return report
 

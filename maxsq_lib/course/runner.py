@@ -6,7 +6,9 @@
    (``04_adaptation`` once per method, ``06_cross_city`` once per city), one progress line each,
    stopping at the first failure with the notebook and the cell named; once training has filled
    ``runs/`` they only load and plot, so they run ``jobs`` at a time;
-4. write ``<runs>/<profile>/summary.md`` and regenerate ``figures/`` (``maxsq figures``).
+4. export the executed notebooks to HTML, with an index, into ``<runs>/<profile>/html/``
+   (:mod:`~maxsq_lib.course.html_export`), to read the course without running it;
+5. write ``<runs>/<profile>/summary.md`` and regenerate ``figures/`` (``maxsq figures``).
 
 The notebooks train-or-load, so step 2 is only a faster way to fill ``runs/`` (two one-thread
 processes beat one two-thread process on a 2-core machine); without it the notebooks would train
@@ -111,6 +113,42 @@ def default_figures_dir(profile: str, runs: str, study: bool = False) -> str:
     return "figures" if profile == "cpu" and study else str(Path(runs) / profile / "figures")
 
 
+def executed_copies(profile: str, out_dir: Path) -> list[Path]:
+    """The executed notebooks of a profile's course found in ``out_dir``, in course order.
+
+    Every copy present counts, not only this call's: after ``--only`` the HTML index still
+    lists the notebooks an earlier run executed.
+
+    Args:
+        profile: the course's profile (:func:`notebook_plan`).
+        out_dir: ``<runs>/<profile>/notebooks``.
+    Returns:
+        the ``.ipynb`` paths that exist.
+    """
+    paths = [out_dir / f"{nb.output}.ipynb" for nb in notebook_plan(profile)]
+    return [p for p in paths if p.is_file()]
+
+
+def export_course_html(profile: str, runs: str, log=print) -> list[Path]:
+    """Export the executed notebooks of a profile to ``<runs>/<profile>/html/`` with an index.
+
+    Args:
+        profile: the course's profile.
+        runs: the runs folder.
+        log: where the one summary line goes.
+    Returns:
+        the written files (:func:`~maxsq_lib.course.html_export.export_html`).
+    """
+    from .html_export import INDEX_NAME, export_html
+
+    html_dir = Path(runs) / profile / "html"
+    notebooks = executed_copies(profile, Path(runs) / profile / "notebooks")
+    written = export_html(notebooks, html_dir,
+                          heading=f"maxsq course ({profile}): the executed notebooks")
+    log(f"[html] {len(written) - 1} pages in {html_dir}/ (open {INDEX_NAME})")
+    return written
+
+
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
 
@@ -197,8 +235,8 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
         only: execute only these notebooks (names like ``04_adaptation``).
         skip_training: do not pre-train in parallel (the notebooks train-or-load).
         figures: regenerate the figures at the end (:func:`default_figures_dir`).
-        study: ``make study``: also the λ sweep; no notebooks; the cpu profile's figures go to
-            the committed ``figures/``.
+        study: ``make study``: also the λ sweep; no notebooks (and no HTML copy); the cpu
+            profile's figures go to the committed ``figures/``.
     Returns:
         timings per stage.
     """
@@ -242,6 +280,10 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     for nb, seconds in execute_notebooks(plan, out_dir, params, root, parallel=parallel):
         timings[f"notebook {nb.output}"] = seconds
         log(f"[notebook] {nb.output} ({seconds:.0f} s) -> {out_dir / (nb.output + '.ipynb')}")
+    if plan:  # --study runs no notebook, so it has nothing new to render
+        t0 = time.perf_counter()
+        export_course_html(profile, runs, log=log)
+        timings["html"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     try:
