@@ -83,6 +83,7 @@ __all__ = [
     "make_layout",
     "make_scene",
     "render_with_shift",
+    "render_with_styles",
     "resolve_profile",
     "style_for_domain",
 ]
@@ -259,33 +260,49 @@ def make_scene(domain: str, split: str, index: int, *, seed: int = 0, size: tupl
     return render(layout, style_for_domain(domain, shift), render_rng), layout.label_map
 
 
-def render_with_shift(shifts: float | Sequence[float], *, domain: str = "target", split: str = "train",
-                      index: int = 0, seed: int = 0,
-                      size: tuple[int, int] = (128, 64)) -> tuple[list[np.ndarray], np.ndarray]:
-    """Render one MiniCity layout at several shifts (for calibrating the shift).
+def render_with_styles(styles: Sequence[Style], *, domain: str = "target", split: str = "train",
+                       index: int = 0, seed: int = 0,
+                       size: tuple[int, int] = (128, 64)) -> tuple[list[np.ndarray], np.ndarray]:
+    """Render one MiniCity layout in several styles (for calibrating the target look).
 
-    The layout and the render seed are those of :func:`make_scene`, so ``shift`` is the only
+    The layout and the render seed are those of :func:`make_scene`, so the style is the only
     difference between the images, and the label map is shared.
 
     Args:
-        shifts: one shift or several, each in [0, 1].
-        domain: "target" or a city (a city adds its twist at every shift).
-        split, index, seed, size: which image (see :func:`make_scene`).
+        styles: the looks to render.
+        domain, split, index, seed, size: which image (see :func:`make_scene`).
     Shape:
         each image (H, W, 3); label (H, W).
+    Returns:
+        ``(images, label)``: a list of RGB uint8 images, one per style, and the label ids.
+    """
+    layout = make_layout(domain, split, index, seed=seed, size=size)
+    images = []
+    for style in styles:
+        _, render_rng = image_rngs(seed, domain, split, index)
+        images.append(render(layout, style, render_rng))
+    return images, layout.label_map
+
+
+def render_with_shift(shifts: float | Sequence[float], *, domain: str = "target", split: str = "train",
+                      index: int = 0, seed: int = 0,
+                      size: tuple[int, int] = (128, 64)) -> tuple[list[np.ndarray], np.ndarray]:
+    """Render one MiniCity layout at several shifts (:func:`render_with_styles` of
+    :func:`~data_prep.minicity_style.style_for` at each shift; a city adds its twist).
+
+    Args:
+        shifts: one shift or several, each in [0, 1].
+        domain: "target" or a city.
+        split, index, seed, size: which image (see :func:`make_scene`).
     Returns:
         ``(images, label)``: a list of RGB uint8 images, one per shift, and the label ids.
     """
     shift_list = [float(shifts)] if np.isscalar(shifts) else [float(s) for s in shifts]
     if domain == "source":
         raise ValueError("the source domain has no shift; use domain='target' or a city")
-    layout = make_layout(domain, split, index, seed=seed, size=size)
     city = None if domain == "target" else domain
-    images = []
-    for s in shift_list:
-        _, render_rng = image_rngs(seed, domain, split, index)
-        images.append(render(layout, style_for(s, city), render_rng))
-    return images, layout.label_map
+    return render_with_styles([style_for(s, city) for s in shift_list], domain=domain, split=split,
+                              index=index, seed=seed, size=size)
 
 
 # --------------------------------------------------------------------------------------------

@@ -375,3 +375,31 @@ def test_smoke_profile_is_small():
     total = (SMOKE.source_train + SMOKE.source_val + SMOKE.target_train + SMOKE.target_val
              + len(CITIES) * (SMOKE.city_train + SMOKE.city_test))
     assert 24 <= total <= 100
+
+
+def test_candidate_looks_change_one_factor_at_a_time_and_look_table_scores_each():
+    import torch
+    from dataclasses import fields
+
+    from data_prep.calibrate_shift import candidate_looks, look_table
+    from data_prep.minicity_style import COLOUR_TARGET_STYLE, SOURCE_STYLE
+    from maxsq_lib.models import deeplabv2_from_preset
+
+    looks = candidate_looks()
+    assert len(looks) == 8 and looks["g: b + all four (version 2)"] == style_for(DEFAULT_SHIFT)
+    v1, b = looks["a: version 1"], looks["b: source tone"]
+    assert v1 == SOURCE_STYLE.lerp(COLOUR_TARGET_STYLE, DEFAULT_SHIFT)
+    changed = {f.name for f in fields(v1) if getattr(v1, f.name) != getattr(b, f.name)}
+    assert changed == {"hue_deg", "saturation", "value", "brightness", "contrast", "gamma", "cast"}
+    c = looks["c: b + low_freq 0.35"]
+    assert {f.name for f in fields(b) if getattr(b, f.name) != getattr(c, f.name)} == {"low_freq"}
+    torch.manual_seed(0)
+    model = deeplabv2_from_preset("minicity", 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    two = {k: looks[k] for k in ("a: version 1", "b: source tone")}
+    table = look_table(model, two, val_images=3, train_images=4, render_size=(64, 32), input_size=(64, 32),
+                       batch_size=2)
+    assert set(table) == set(two)
+    assert all(0.0 <= v[k] <= 1.0 for v in table.values() for k in ("source_only", "adabn"))
+    # AdaBN works on a copy: the model given is unchanged
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
