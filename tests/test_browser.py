@@ -231,7 +231,8 @@ def jupyter_lab(root: Path, work: Path) -> Iterator[dict[str, Any]]:
 _NOTEBOOK_STATE_JS = """() => {
   const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
   if (!panel) return null;
-  const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+  // a cell whose input is hidden (the exercises' solutions) shows a placeholder with an empty prompt
+  const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt:not(.jp-Placeholder-prompt)')]
       .map(e => e.textContent.trim());
   const indicator = panel.querySelector('.jp-Notebook-ExecutionIndicator');
   const status = document.querySelector('#jp-main-statusbar');
