@@ -270,6 +270,8 @@ def _seed_values(entry: dict, key: str = "reported", seeds: Sequence[int] | None
     def value(r):
         if key == "reported":
             return r["report"]["miou"] if r.get("report") else r["miou"]
+        if key == "reported_last":  # the same split at the last iteration: what no rule protects
+            return r["report"]["last_miou"] if r.get("report") else r["miou"]
         return r.get(key)
 
     return {s: value(r) for s, r in sorted(entry["seeds"].items())
@@ -434,7 +436,7 @@ def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None 
                          label="here, over source")]
         if with_control:
             handles.append(Patch(facecolor="#bbbbbb", edgecolor="black", linewidth=0.5, hatch="..",
-                                 label="here, over AdaBN (BN only)"))
+                                 label="here, over AdaBN"))
         if paper_labelled:
             handles.insert(0, Patch(facecolor="white", edgecolor="#555555", hatch="///",
                                     label=f"paper ({paper_name})"))
@@ -626,11 +628,13 @@ def seed_noise(table: Mapping[str, dict], methods: Sequence[str] = LOSS_METHODS)
     return float(np.sqrt(np.mean(np.square(stds)))) if stds else None
 
 
-def _sweep_points(table: Mapping[str, dict], method: str, seeds: Sequence[int]) -> list[tuple[float, float]]:
-    """(λ_T, reported mIoU) of a method's sweep runs and its table run, sorted by λ."""
+def _sweep_points(table: Mapping[str, dict], method: str, seeds: Sequence[int],
+                  key: str = "reported") -> list[tuple[float, float]]:
+    """(λ_T, mIoU) of a method's sweep runs and its table run, sorted by λ (``key`` of
+    :func:`_seed_values`: the reported number, or ``reported_last``)."""
     points = []
     for _name, e in list(_sweep_runs(table, method).items()) + ([(method, table[method])] if method in table else []):
-        lam, value = e["lambda_target"], _mean(_seed_values(e, seeds=seeds).values())
+        lam, value = e["lambda_target"], _mean(_seed_values(e, key, seeds=seeds).values())
         if isinstance(lam, (int, float)) and value is not None:
             points.append((float(lam), value))
     return sorted(points)
@@ -640,7 +644,9 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS
                         benchmark: str = "minicity") -> Figure:
     """Reported mIoU against λ_T for each loss (log x axis), with the controls and a noise band.
 
-    Points: the sweep runs ``<method>-lambda<v>`` and the table run at its λ, on the sweep's seeds;
+    Points: the sweep runs ``<method>-lambda<v>`` and the table run at its λ, on the sweep's seeds
+    (solid: the reported, dev-chosen number, which falls back to the starting point when every
+    later evaluation is worse on dev; dashed: the same split at the last iteration, the collapse);
     a star: MaxSquare at MinEnt's initial gradient norm (``maxsquare-match-minent``); lines: the
     source model, ``adabn`` and ``none`` on the same seeds; grey band: ``adabn`` ± 3 × the seed
     noise of a loss's gain over it (:func:`seed_noise`, from the table's seeds): a point outside
@@ -661,7 +667,7 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS
         raise MissingEvidence(f"no λ-sweep runs ({names}) in {benchmark}")
     seeds = sorted({s for runs in sweeps.values() for e in runs.values() for s in e["seeds"]})
     with figure_style():
-        fig, ax = plt.subplots(figsize=(8.2, 4.6))
+        fig, ax = plt.subplots(figsize=(10.5, 4.8))
         lambdas: set[float] = set()  # the swept values (the x ticks)
         for method, marker in zip(methods, ("s", "o", "^", "v", "D")):
             points = _sweep_points(table, method, seeds)
@@ -669,7 +675,12 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS
                 x, y = zip(*points)
                 lambdas.update(x)
                 ax.plot(x, [100 * v for v in y], marker=marker, ms=6, color=METHOD_COLORS.get(method, "#999999"),
-                        label=_label(method))
+                        label=_label(method) + (" (dev-chosen)" if _reports(table) else ""))
+            last = _sweep_points(table, method, seeds, "reported_last") if _reports(table) else []
+            if last:
+                x, y = zip(*last)
+                ax.plot(x, [100 * v for v in y], marker=marker, ms=4, ls="--", lw=1, alpha=0.6,
+                        color=METHOD_COLORS.get(method, "#999999"), label=f"{_label(method)} (last iteration)")
         match, matched_lambda = table.get("maxsquare-match-minent"), None
         if match is not None and isinstance(match["lambda_target"], (int, float)):
             value = _mean(_seed_values(match, seeds=seeds).values())
@@ -695,14 +706,18 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS
         ax.set_xscale("log")
         # ticks at the swept values; the matched run's λ is in its legend entry (a tick of its own
         # would collide with a nearby swept value) unless it is the only point
-        ticks = sorted(lambdas) or ([matched_lambda] if matched_lambda is not None else [])
+        ticks = []
+        for v in sorted(lambdas):  # 0.09 (Multi's λ) beside 0.1 would print on top of it
+            if not ticks or v > 1.2 * ticks[-1]:
+                ticks.append(v)
+        ticks = ticks or ([matched_lambda] if matched_lambda is not None else [])
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{v:.3g}" for v in ticks])
         ax.minorticks_off()
         ax.set_xlabel("λ_T (weight of the target loss, the authors' constants)")
         ax.set_ylabel(f"{'MiniCityscapes test' if _reports(table) else 'target val'} mIoU (%)")
         ax.set_title(f"{benchmark}: λ_T sweep ({_reported_what(table)}), {_seed_text(seeds)}", fontsize=9)
-        ax.legend(frameon=False, fontsize=7, loc="lower left")
+        ax.legend(frameon=False, fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
     return fig
 
@@ -763,10 +778,11 @@ def dose_curves_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: in
             if "none" in by_name:
                 x, y = _subset_curve(by_name["none"], subset)
                 ax.plot(x, y, color="black", ls=":", lw=1.4, label="none (no target loss)")
-            if "adabn" in by_name:
-                _, y = _subset_curve(by_name["adabn"], subset)
-                if y:
-                    ax.axhline(y[-1], color=METHOD_COLORS.get("adabn", "#777777"), lw=1.2, label="AdaBN")
+            if "adabn" in by_name:  # its result is its last evaluation (its `before` is the source model)
+                last = by_name["adabn"]["last"]
+                sub = (last.get("subsets") or {}).get(subset)
+                ax.axhline(100 * (sub["miou"] if sub else last["miou"]), color=METHOD_COLORS.get("adabn", "#777777"),
+                           lw=1.2, label="AdaBN")
             for lam, name in lines:
                 x, y = _subset_curve(by_name[name], subset)
                 ax.plot(x, y, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=f"λ_T {lam:g}")
@@ -1547,6 +1563,13 @@ def _evidence_sensitivity(table: Mapping[str, dict], sweep_seeds: Sequence[int],
             effects.append((value - ref, m, lam))
     if ref is None or not effects:
         return []
+    last = [(v - ref, m, lam) for m in LOSS_METHODS for lam, v in _sweep_points(table, m, sweep_seeds, "reported_last")]
+    collapse = [e for e in last if e[0] < -tol]
+    last_text = ("" if not _reports(table) else
+                 f" At the last iteration (no rule protects it) {len(collapse)} of {len(last)} sweep points are "
+                 f"resolved losses, down to {_pts(min(e[0] for e in last), True)} points ("
+                 f"{_label(min(last)[1])} at λ_T = {min(last)[2]:.3g}): the dev rule falls back to the starting "
+                 "point where adaptation collapses.")
     resolved = [e for e in effects if abs(e[0]) > tol]
     effect, m, lam = max(effects, key=lambda e: abs(e[0]))
     pos = [e for e in resolved if e[0] > 0]
@@ -1555,7 +1578,8 @@ def _evidence_sensitivity(table: Mapping[str, dict], sweep_seeds: Sequence[int],
             f"{_pts(effect, True)} points. "
             + (f"Resolved gains: {', '.join(f'{_label(x)} λ_T {l:.3g} {_pts(e, True)}' for e, x, l in pos)}."
                if pos else "No sweep point is a resolved gain over AdaBN"
-               + ("; the resolved effects are losses." if resolved else "; no effect is resolved."))]
+               + ("; the resolved effects are losses." if resolved else "; no effect is resolved."))
+            + last_text]
 
 
 def _evidence_protocol(table: Mapping[str, dict], tol: float) -> list[str]:
