@@ -480,16 +480,15 @@ def per_class_gains(runs: Sequence[dict], method: str, control: str = "adabn") -
     controls = {int(m["seed"]): m for m in runs if m["run"] == control}
     if not chosen:
         return {}
+    pairs = []  # (the run's per-class IoU, the reference's), once per seed
+    for m in chosen:
+        ref = controls.get(int(m["seed"]))
+        pairs.append((_reported_per_class(m), _reported_per_class(ref) if ref is not None
+                      else (m.get("before") or {}).get("per_class_iou", {})))
     out = {}
     for c in chosen[0]["class_names"]:
-        diffs = []
-        for m in chosen:
-            after = _reported_per_class(m).get(c)
-            ref = controls.get(int(m["seed"]))
-            before = (_reported_per_class(ref).get(c) if ref is not None
-                      else (m.get("before") or {}).get("per_class_iou", {}).get(c))
-            if after is not None and before is not None:
-                diffs.append(after - before)
+        diffs = [after[c] - before[c] for after, before in pairs
+                 if after.get(c) is not None and before.get(c) is not None]
         out[c] = _mean(diffs)
     return out
 
