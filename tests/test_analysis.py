@@ -323,3 +323,20 @@ def test_dose_at_start_is_the_ratio_of_parameter_gradient_norms():
     assert out["batches"] == 1
     # the model given is not touched (the measurement runs on a copy)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_calibration_bins_by_hand():
+    conf = np.array([0.05, 0.15, 0.95, 1.0, 0.55, 0.58])
+    correct = np.array([0, 1, 1, 1, 0, 1])
+    out = A.calibration_bins(conf, correct, bins=10)
+    assert out["count"].tolist() == [1, 1, 0, 0, 0, 2, 0, 0, 0, 2]
+    assert out["accuracy"][5] == pytest.approx(0.5) and out["confidence"][9] == pytest.approx(0.975)
+    assert np.isnan(out["accuracy"][2])
+    expected = (1 * 0.05 + 1 * 0.85 + 2 * abs(0.5 - 0.565) + 2 * abs(1 - 0.975)) / 6
+    assert out["ece"] == pytest.approx(expected)
+    perfect = A.calibration_bins(np.array([0.25, 0.75, 0.75, 0.75, 0.75]), np.array([0, 1, 1, 1, 0]), bins=2)
+    assert perfect["ece"] == pytest.approx(0.2 * 0.25 + 0.8 * 0.0)
+    with pytest.raises(ValueError, match="differ in size"):
+        A.calibration_bins(np.ones(3), np.ones(2))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        A.calibration_bins(np.array([1.2]), np.array([1]))

@@ -635,3 +635,35 @@ def dose_at_start(model: torch.nn.Module, batches, methods: Sequence[str], *, la
         m: {"ratio": float(np.mean(ratios[m])), "ratio_min": float(np.min(ratios[m])),
             "ratio_max": float(np.max(ratios[m])),
             "logit_ratio_to_maxsquare": float(np.mean(logit_ratios[m]))} for m in methods}}
+
+
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Reliability of predictions: accuracy against confidence in equal-width bins, and the
+    expected calibration error ``ECE = Σ_b (n_b / N) |acc_b − conf_b|``. Introduced in notebook
+    ``05_evaluation``.
+
+    Args:
+        confidence: max softmax probability of each labelled pixel, in [0, 1].
+        correct: whether each pixel's prediction equals its label (same shape).
+        bins: number of bins over [0, 1].
+    Shape:
+        confidence, correct: (N,) (any shape; flattened).
+    Returns:
+        ``{"edges" (bins + 1,), "accuracy" (bins,), "confidence" (bins,), "count" (bins,), "ece"}``;
+        empty bins hold NaN accuracy and confidence.
+    """
+    conf = np.asarray(confidence, dtype=np.float64).ravel()
+    hit = np.asarray(correct, dtype=np.float64).ravel()
+    if conf.shape != hit.shape:
+        raise ValueError(f"confidence and correct differ in size: {conf.shape} vs {hit.shape}")
+    if conf.size and (conf.min() < 0 or conf.max() > 1):
+        raise ValueError("confidence must lie in [0, 1]")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)  # 1.0 goes to the last bin
+    count = np.bincount(index, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(index, weights=hit, minlength=bins) / count
+        mean_conf = np.bincount(index, weights=conf, minlength=bins) / count
+    filled = count > 0
+    ece = float(np.sum(count[filled] / count.sum() * np.abs(accuracy[filled] - mean_conf[filled]))) if conf.size else 0.0
+    return {"edges": edges, "accuracy": accuracy, "confidence": mean_conf, "count": count, "ece": ece}

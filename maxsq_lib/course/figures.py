@@ -115,8 +115,10 @@ FIGURES: dict[str, str] = {
     "class_frequencies.png": "share of labelled pixels per class in the source and target domains "
                              "(log scale).",
     "sample_grid.png": "the first source training and target val images with their labels.",
-    "qualitative.png": "four target val images: label and the predictions of the source model and "
-                       "each method (seed 0, final checkpoints).",
+    "qualitative.png": "four target val images: label and the predictions of the source model, "
+                       "the controls and each method (seed 0, final checkpoints).",
+    "reliability.png": "seed 0: accuracy against confidence of the target val pixels for the source "
+                       "model, AdaBN, MinEnt and MaxSquare, with the expected calibration error.",
 }
 """Every figure :func:`regenerate` writes, with the sentence ``results.md`` gives it."""
 
@@ -1213,6 +1215,87 @@ def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
     return fig
 
 
+RELIABILITY_METHODS = ("source", "adabn", "minent", "maxsquare")
+"""Models of the reliability diagram: the source model, the BatchNorm-only control, the two losses."""
+
+
+def reliability_figure(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
+                       data_root: str | None = None, methods: Sequence[str] = RELIABILITY_METHODS,
+                       seed: int = 0, bins: int = 10) -> Figure:
+    """Reliability diagram: accuracy against confidence of every labelled target val pixel, per
+    model (final checkpoints of ``seed``), with the expected calibration error and the share of
+    pixels per bin. Self-training losses push confidence up; this shows whether accuracy follows.
+    Notebook ``05_evaluation``.
+
+    Args:
+        profile, benchmark, runs_root, data_root: which runs and data.
+        methods: ``source`` and adaptation runs (those with a ``final.pt`` are drawn).
+        seed: which seed's models.
+        bins: confidence bins (:func:`~maxsq_lib.course.analysis.calibration_bins`).
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no data or fewer than two checkpoints.
+    """
+    import torch
+
+    from .. import course
+    from ..engine.trainer import run_dir_for
+    from ..labels import IGNORE_INDEX
+    from .analysis import calibration_bins
+
+    cfg = _data_config(profile, benchmark, runs_root, data_root)
+    models = []
+    for name in methods:
+        stage = "source" if name == "source" else "adapt"
+        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root, data_root, seed)
+        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
+            models.append((name, run_cfg, stage))
+    if len(models) < 2:
+        raise MissingEvidence(f"fewer than two of {list(methods)} have a final.pt of seed {seed} in {benchmark}")
+    curves = {}
+    try:
+        val = course.dataset(cfg, "val")
+        for name, run_cfg, stage in models:
+            model = course.load_run_model(run_cfg, stage, which="final", device="cpu")
+            conf, hit = [], []
+            with torch.no_grad():
+                for start in range(0, len(val), 50):
+                    images, labels, _ = course.batch(val, range(start, min(len(val), start + 50)))
+                    probs = course.predict(model, images, "cpu")["probs"]
+                    keep = labels.numpy() != IGNORE_INDEX
+                    conf.append(probs.max(1)[keep])
+                    hit.append((probs.argmax(1) == labels.numpy())[keep])
+            curves[name] = calibration_bins(np.concatenate(conf), np.concatenate(hit), bins)
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        raise MissingEvidence(f"cannot predict with the checkpoints of {benchmark}: {exc}") from exc
+    with figure_style():
+        fig, (ax, ax_n) = plt.subplots(1, 2, figsize=(10.5, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
+        ax.plot([0, 1], [0, 1], color="#999999", ls="--", lw=1, label="perfectly calibrated")
+        centers = None
+        for name, c in curves.items():
+            centers = (c["edges"][:-1] + c["edges"][1:]) / 2
+            filled = c["count"] > 0
+            color = METHOD_COLORS.get(name, "#999999")
+            ax.plot(c["confidence"][filled], c["accuracy"][filled], marker="o", ms=4, color=color,
+                    label=f"{_label(name)} (ECE {100 * c['ece']:.1f})")
+            ax_n.plot(centers, 100 * c["count"] / c["count"].sum(), marker="o", ms=3, color=color,
+                      label=_label(name))
+        ax.set_xlabel("confidence (max softmax probability)")
+        ax.set_ylabel("accuracy of the pixels in the bin")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(frameon=False, fontsize=7.5, loc="upper left")
+        ax.set_title(f"{benchmark}: reliability on {dataset_label(cfg.data.target, profile)} val, seed {seed}",
+                     fontsize=9)
+        ax_n.set_yscale("log")
+        ax_n.set_xlabel("confidence bin")
+        ax_n.set_ylabel("share of labelled pixels (%)")
+        ax_n.set_title("where the pixels are", fontsize=9)
+        fig.tight_layout()
+    return fig
+
+
 DOSE_BATCHES = 8
 """Batches (the first of the source and target train lists, not augmented) of :func:`dose_evidence`."""
 
@@ -1778,6 +1861,7 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         "class_frequencies.png": data_figure(0),
         "sample_grid.png": data_figure(1),
         "qualitative.png": needs_main(lambda: qualitative_figure(profile, main, runs_root, data_root)),
+        "reliability.png": needs_main(lambda: reliability_figure(profile, main, runs_root, data_root)),
     }
     written: list[Path] = []
     notes: dict[str, str | None] = {}
