@@ -109,7 +109,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 RUN_FIGURES = ["results_minicity.png", "per_class_gain.png", "training_curves.png", "lambda_sweep.png",
                "dose_curves.png", "selection_rules.png", "bn_mode.png", "cross_city.png", "flip.png", "gradient_curves.png"]
-DATA_FIGURES = ["class_frequencies.png", "sample_grid.png", "qualitative.png", "reliability.png"]
+DATA_FIGURES = ["class_frequencies.png", "sample_grid.png", "qualitative.png", "gradient_map.png", "reliability.png"]
 
 
 @pytest.fixture(scope="module")

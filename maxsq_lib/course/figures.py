@@ -117,6 +117,8 @@ FIGURES: dict[str, str] = {
     "sample_grid.png": "the first source training and target val images with their labels.",
     "qualitative.png": "four target val images: label and the predictions of the source model, "
                        "the controls and each method (seed 0, final checkpoints).",
+    "gradient_map.png": "one target val image: where entropy, MaxSquare and MaxSquare + IW put their "
+                        "logit gradient (per-pixel share of each loss's total) at the start of adaptation.",
     "reliability.png": "seed 0: accuracy against confidence of the target val pixels for the source "
                        "model, AdaBN, MinEnt and MaxSquare, with the expected calibration error.",
 }
@@ -1296,6 +1298,79 @@ def reliability_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
     return fig
 
 
+def gradient_map_figure(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
+                        data_root: str | None = None, index: int = 0, seed: int = 0) -> Figure:
+    """Where each target loss puts its gradient on one target val image: the per-pixel
+    ``|∂L/∂z|`` of entropy, MaxSquare and MaxSquare + IW at the starting point of adaptation (the
+    ``adabn`` model when it exists, else the source model), each as a share of its own total (so
+    the loss's constant and λ cancel and only the shape is compared), on one log colour scale.
+    Notebook ``03_gradient_analysis``.
+
+    Args:
+        profile, benchmark, runs_root, data_root: which runs and data.
+        index: the target val item.
+        seed: whose model.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no data or no checkpoint.
+    """
+    import torch
+    from matplotlib.colors import LogNorm
+
+    from .. import course
+    from ..engine.trainer import run_dir_for
+    from ..labels import class_set_for
+    from .analysis import LOSS_LABELS, LOSS_NAMES, pixel_gradient_norms
+
+    cfg = _data_config(profile, benchmark, runs_root, data_root)
+    start = None
+    for name, stage in (("adabn", "adapt"), ("source", "source")):
+        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root, data_root, seed)
+        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
+            start = (name, run_cfg, stage)
+            break
+    if start is None:
+        raise MissingEvidence(f"no adabn or source checkpoint (final.pt) of seed {seed} in {benchmark}")
+    try:
+        val = course.dataset(cfg, "val")
+        images, labels, _ = course.batch(val, [min(index, len(val) - 1)])
+        model = course.load_run_model(start[1], start[2], which="final", device="cpu")
+        with torch.no_grad():
+            logits = model(images)[0]
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        raise MissingEvidence(f"cannot predict with the checkpoint of {benchmark}: {exc}") from exc
+    probs = logits.softmax(1)[0]
+    shares = {}
+    for loss in LOSS_NAMES:
+        g = pixel_gradient_norms(logits, loss)[0].numpy()
+        shares[loss] = g / g.sum()
+    cs = class_set_for(cfg.data.num_classes)
+    positive = np.concatenate([v[v > 0] for v in shares.values()])
+    norm = LogNorm(vmin=max(float(np.quantile(positive, 0.01)), 1e-12), vmax=float(positive.max()))
+    with figure_style():
+        fig, axes = plt.subplots(2, 3, figsize=(11.0, 4.4))
+        axes[0, 0].imshow(denormalize_bgr(images[0].numpy()))
+        axes[0, 0].set_title("image", fontsize=8)
+        label_panel(axes[0, 1], labels[0].numpy(), cs)
+        axes[0, 1].set_title("label", fontsize=8)
+        confidence = probs.max(0).values.numpy()
+        im = axes[0, 2].imshow(confidence, vmin=0, vmax=1, cmap="viridis")
+        axes[0, 2].set_title(f"confidence\n({_label(start[0])} model)", fontsize=8)
+        fig.colorbar(im, ax=axes[0, 2], fraction=0.03)
+        top = confidence >= np.quantile(confidence, 0.5)
+        for ax, loss in zip(axes[1], LOSS_NAMES):
+            im = ax.imshow(np.maximum(shares[loss], norm.vmin), norm=norm, cmap="magma")
+            ax.set_title(f"{LOSS_LABELS[loss]}\n{100 * shares[loss][top].sum():.0f} % of |∂L/∂z| on the "
+                         "more confident half", fontsize=7.5)
+        fig.colorbar(im, ax=list(axes[1]), fraction=0.02, label="share of the loss's gradient")
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle(f"{benchmark}: where each target loss pushes, val image {index}, seed {seed}", fontsize=9)
+    return fig
+
+
 DOSE_BATCHES = 8
 """Batches (the first of the source and target train lists, not augmented) of :func:`dose_evidence`."""
 
@@ -1862,6 +1937,7 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         "sample_grid.png": data_figure(1),
         "qualitative.png": needs_main(lambda: qualitative_figure(profile, main, runs_root, data_root)),
         "reliability.png": needs_main(lambda: reliability_figure(profile, main, runs_root, data_root)),
+        "gradient_map.png": needs_main(lambda: gradient_map_figure(profile, main, runs_root, data_root)),
     }
     written: list[Path] = []
     notes: dict[str, str | None] = {}
