@@ -615,6 +615,8 @@ def dose_at_start(model: torch.nn.Module, batches, methods: Sequence[str], *, la
     ratios: dict[str, list[float]] = {m: [] for m in methods}
     logit_ratios: dict[str, list[float]] = {m: [] for m in methods}
     reference = make_strategy("maxsquare", lambda_target=1.0, lambda_seg=lambda_seg, **strategy_kwargs)
+    strategies = {m: make_strategy(m, lambda_target=1.0, lambda_seg=lambda_seg, **strategy_kwargs)
+                  for m in methods}
     count = 0
     for source_images, source_labels, target_images in batches:
         main, aux = net(source_images, with_aux=True)
@@ -625,8 +627,7 @@ def dose_at_start(model: torch.nn.Module, batches, methods: Sequence[str], *, la
         with torch.no_grad():
             t_main, t_aux = net(target_images, with_aux=True)
         g_reference = float(logit_gradient_norm(reference, t_main, t_aux))
-        for m in methods:
-            strategy = make_strategy(m, lambda_target=1.0, lambda_seg=lambda_seg, **strategy_kwargs)
+        for m, strategy in strategies.items():
             loss, _ = strategy(*net(target_images, with_aux=True))
             ratios[m].append(grad_norm(loss) / g_source)
             logit_ratios[m].append(float(logit_gradient_norm(strategy, t_main, t_aux)) / g_reference)

@@ -558,13 +558,17 @@ def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ("none"
     return fig
 
 
-def _curve(run: dict) -> tuple[list[int], list[float]]:
-    points = {int(h["iteration"]): h["miou"] for h in run.get("history") or [] if h.get("miou") is not None}
-    if run.get("before") and run["before"].get("miou") is not None:
-        points.setdefault(0, run["before"]["miou"])
-    last = run.get("last") or {}
-    if last.get("iteration") is not None and last.get("miou") is not None:
-        points.setdefault(int(last["iteration"]), last["miou"])
+def _subset_curve(run: dict, subset: str | None = None) -> tuple[list[int], list[float]]:
+    """(iterations, mIoU %) of one run, starting point included: on a scored subset
+    (``dev``/``test``), or on the whole split (``subset`` None, or a run without subsets)."""
+    points = {}
+    for entry in [run.get("before"), *(run.get("history") or []), run.get("last")]:
+        if not entry or entry.get("iteration") is None:
+            continue
+        sub = (entry.get("subsets") or {}).get(subset)
+        value = sub["miou"] if sub else entry.get("miou")
+        if value is not None:
+            points.setdefault(int(entry["iteration"]), value)
     its = sorted(points)
     return its, [100 * points[i] for i in its]
 
@@ -595,7 +599,7 @@ def training_curves_figure(runs: Sequence[dict], seed: int = 0, methods: Sequenc
         fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.0))
         for name in names:
             run, color = chosen[name], METHOD_COLORS.get(name, "#999999")
-            its, miou = _curve(run)
+            its, miou = _subset_curve(run)
             axes[0].plot(its, miou, marker="o", ms=3, color=color, label=_label(name))
             log = run.get("train_log") or []
             for ax, key in ((axes[1], "source_ce"), (axes[2], "target_loss")):
@@ -723,21 +727,6 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS
         ax.legend(frameon=False, fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
     return fig
-
-
-def _subset_curve(run: dict, subset: str) -> tuple[list[int], list[float]]:
-    """(iterations, mIoU %) of one run on a scored subset (``dev``/``test``), starting point included;
-    the whole split where the run has no subsets."""
-    points = {}
-    for entry in [run.get("before"), *(run.get("history") or []), run.get("last")]:
-        if not entry or entry.get("iteration") is None:
-            continue
-        sub = (entry.get("subsets") or {}).get(subset)
-        value = sub["miou"] if sub else entry.get("miou")
-        if value is not None:
-            points.setdefault(int(entry["iteration"]), value)
-    its = sorted(points)
-    return its, [100 * points[i] for i in its]
 
 
 def dose_curves_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: int = 0,

@@ -297,7 +297,7 @@ def results_json(by_benchmark: dict[str, list[dict]], tables: dict[str, dict], p
             seed_row = {
                 "miou": 100 * m["last"]["miou"],
                 "gain": None if before is None else 100 * (m["last"]["miou"] - before),
-                "per_class": {c: None if v is None else 100 * v for c, v in m["last"]["per_class_iou"].items()},
+                "per_class": {c: _pts(v) for c, v in m["last"]["per_class_iou"].items()},
                 **({"subsets": {k: 100 * v["miou"] for k, v in m["last"]["subsets"].items()}}
                    if m["last"].get("subsets") else {}),
             }
