@@ -1133,6 +1133,21 @@ def data_figures(profile: str, benchmark: str, data_root: str | None = None,
     return freq_fig, grid
 
 
+def _final_checkpoints(profile: str, benchmark: str, runs_root, data_root, names: Sequence[str],
+                       seed: int) -> list[tuple[str, object, str]]:
+    """``(name, run config, stage)`` of each of ``names`` (``source`` or an adaptation run) whose
+    ``final.pt`` of ``seed`` exists, in the given order."""
+    from ..engine.trainer import run_dir_for
+
+    found = []
+    for name in names:
+        stage = "source" if name == "source" else "adapt"
+        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root, data_root, seed)
+        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
+            found.append((name, run_cfg, stage))
+    return found
+
+
 def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLike = "runs",
                        data_root: str | None = None, methods: Sequence[str] = ADAPT_METHODS,
                        indices: Sequence[int] = QUALITATIVE_INDICES, seed: int = 0) -> Figure:
@@ -1156,17 +1171,11 @@ def qualitative_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
     import torch
 
     from .. import course
-    from ..engine.trainer import run_dir_for
     from ..labels import class_set_for
 
     cfg = _data_config(profile, benchmark, runs_root, data_root)
-    columns: list[tuple[str, object]] = []
-    for name in ("source",) + tuple(methods):
-        stage = "source" if name == "source" else "adapt"
-        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root,
-                                 data_root, seed)
-        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
-            columns.append((name, run_cfg))
+    columns = [(name, run_cfg) for name, run_cfg, _ in
+               _final_checkpoints(profile, benchmark, runs_root, data_root, ("source",) + tuple(methods), seed)]
     if not columns or columns[0][0] != "source":
         raise MissingEvidence(f"no source checkpoint (final.pt) of seed {seed} in {benchmark}")
     if len(columns) == 1:
@@ -1231,17 +1240,11 @@ def reliability_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
     import torch
 
     from .. import course
-    from ..engine.trainer import run_dir_for
     from ..labels import IGNORE_INDEX
     from .analysis import calibration_bins
 
     cfg = _data_config(profile, benchmark, runs_root, data_root)
-    models = []
-    for name in methods:
-        stage = "source" if name == "source" else "adapt"
-        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root, data_root, seed)
-        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
-            models.append((name, run_cfg, stage))
+    models = _final_checkpoints(profile, benchmark, runs_root, data_root, methods, seed)
     if len(models) < 2:
         raise MissingEvidence(f"fewer than two of {list(methods)} have a final.pt of seed {seed} in {benchmark}")
     curves = {}
@@ -1308,17 +1311,12 @@ def gradient_map_figure(profile: str, benchmark: str, runs_root: str | os.PathLi
     from matplotlib.colors import LogNorm
 
     from .. import course
-    from ..engine.trainer import run_dir_for
     from ..labels import class_set_for
     from .analysis import LOSS_LABELS, LOSS_NAMES, pixel_gradient_norms
 
     cfg = _data_config(profile, benchmark, runs_root, data_root)
-    start = None
-    for name, stage in (("adabn", "adapt"), ("source", "source")):
-        run_cfg = _course_config(profile, benchmark, None if name == "source" else name, runs_root, data_root, seed)
-        if (run_dir_for(run_cfg, stage) / "final.pt").is_file():
-            start = (name, run_cfg, stage)
-            break
+    found = _final_checkpoints(profile, benchmark, runs_root, data_root, ("adabn", "source"), seed)
+    start = found[0] if found else None
     if start is None:
         raise MissingEvidence(f"no adabn or source checkpoint (final.pt) of seed {seed} in {benchmark}")
     try:
