@@ -47,20 +47,34 @@ def predict_probabilities(model: torch.nn.Module, images: Tensor, flip: bool = F
         probabilities summing to 1 over C.
     """
 
-    # The aux head is not evaluated; skipping it where the model allows saves a tenth of the pass.
-    forward = getattr(unwrap_model(model), "forward", model)
-    main_only = "with_aux" in inspect.signature(forward).parameters
-
     def probs(x: Tensor) -> Tensor:
-        logits = (model(x, with_aux=False) if main_only else model(x))[0].float()
-        if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
-            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=True)
-        return logits.softmax(dim=1)
+        return forward_logits(model, x, with_aux=False, out_size=out_size)[0].softmax(dim=1)
 
     p = probs(images)
     if flip:
         p = 0.5 * (p + probs(images.flip(-1)).flip(-1))
     return p
+
+
+def forward_logits(model: torch.nn.Module, images: Tensor, with_aux: bool = False,
+                   out_size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor | None]:
+    """Main (and optionally aux) logits in float32, upsampled to ``out_size`` if it differs.
+
+    Shape:
+        images (B, 3, H, W) -> ((B, C, H', W'), (B, C, H', W') or None).
+    """
+
+    def resized(logits: Tensor) -> Tensor:
+        logits = logits.float()
+        if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=True)
+        return logits
+
+    # The aux head is not evaluated; skipping it where the model allows saves a tenth of the pass.
+    forward = getattr(unwrap_model(model), "forward", model)
+    main_only = not with_aux and "with_aux" in inspect.signature(forward).parameters
+    main, aux = model(images, with_aux=False) if main_only else model(images)
+    return resized(main), (resized(aux) if with_aux and aux is not None else None)
 
 
 def normalized_entropy(probs: Tensor) -> Tensor:
@@ -129,7 +143,7 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
              limit: int | None = None, workers: int = 0, amp: str = "none",
              channels_last: bool = False, dist: DistInfo | None = None,
              progress: bool = True, desc: str = "eval",
-             subsets: Mapping[str, Collection[str]] | None = None) -> EvalResult:
+             subsets: Mapping[str, Collection[str]] | None = None, probe=None) -> EvalResult:
     """Evaluate the main head on a whole split.
 
     Args:
@@ -149,11 +163,15 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         subsets: named subsets of the split, as item names (e.g. the ``dev`` and ``test`` halves
             of target val); each gets its own confusion matrix from the same forward passes,
             reported in ``extra["subsets"]``.
+        probe: an :class:`maxsq_lib.engine.probe.AdaptationProbe` fed every batch's logits (no
+            flip); its result goes to ``extra["probe"]`` (single process only).
     Returns:
         an :class:`EvalResult`.
     """
     cs = class_set if isinstance(class_set, ClassSet) else class_set_for(class_set)
     dist = dist or single_process()
+    if probe is not None and (flip or dist.enabled):
+        raise ValueError("evaluate: a probe measures single-process passes without flip ensembling")
     device = torch.device(device)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     indices = list(range(dist.rank, n, dist.world))
@@ -178,7 +196,12 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         out_size = tuple(label.shape[-2:])
         full_res |= out_size != tuple(images.shape[-2:])
         with autocast:
-            probs = predict_probabilities(model, images, flip=flip, out_size=out_size)
+            if probe is None:
+                probs = predict_probabilities(model, images, flip=flip, out_size=out_size)
+            else:
+                main, aux = forward_logits(model, images, with_aux=probe.uses_aux, out_size=out_size)
+                probe.update(main, aux, label)
+                probs = main.softmax(dim=1)
         pred = probs.argmax(dim=1)
         accumulator.update(pred, label)
         for members, part, count in parts.values():
@@ -195,7 +218,7 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
     if hasattr(accumulator, "check"):
         accumulator.check()
     mean_entropy = float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
-    extra = {}
+    extra = {} if probe is None else {"probe": probe.result()}
     if parts:
         extra["subsets"] = {}
         for name, (_members, part, count) in parts.items():

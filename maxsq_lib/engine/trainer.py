@@ -35,6 +35,7 @@ from ..labels import class_set_for
 from ..models import deeplabv2_from_preset, parameter_groups, unwrap_model
 from . import distributed as distm
 from .evaluation import EvalResult, evaluate
+from .probe import AdaptationProbe
 from .runs import (FINISHED_MARKER, RunExistsError, config_mismatches, run_name, source_run_dir,
                    write_json_atomic)
 from .sampling import StreamBatchSampler, StreamDataset
@@ -368,7 +369,11 @@ class _Run:
     def class_set(self):
         return class_set_for(self.cfg.data.num_classes)
 
-    def evaluate(self, desc: str, **kw) -> EvalResult:
+    def evaluate(self, desc: str, probe: bool = False, **kw) -> EvalResult:
+        """Score the model on target val (``probe``: also measure what the target loss does,
+        :mod:`maxsq_lib.engine.probe`; adaptation runs in one process only)."""
+        if probe and self.stage == "adapt" and self.plan.strategy is not None and not self.dist.enabled:
+            kw["probe"] = AdaptationProbe(self.plan.strategy, self.cfg.adapt.threshold)
         model = self.model
         if self.bn_target_ds is not None:  # score a copy: training goes on with its own statistics
             from .adabn import reestimate_batchnorm
@@ -399,7 +404,7 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
     run.writer = _tensorboard(run_dir, dist, purge_step=run.start)
     if stage == "adapt" and run.before is None:
         # The starting point on this target: the source-only row of this benchmark.
-        run.before = {"iteration": 0, **_brief(run.evaluate("eval before"))}
+        run.before = {"iteration": 0, **_brief(run.evaluate("eval before", probe=True))}
         log(f"before adaptation: target val mIoU {100 * run.before['miou']:.2f}")
     if stage == "adapt" and cfg.adapt.method == "adabn":
         return _finish_adabn(run, target_ds, progress)
@@ -516,7 +521,7 @@ def _record(run: _Run, record: dict, it: int, bar) -> None:
 
 def _evaluate_during(run: _Run, sums: "_RunningSums", it: int) -> None:
     """Evaluate on target val; a new best (by :func:`best_criterion`) is saved as ``best.pt``."""
-    result = run.evaluate(f"eval @{it}")
+    result = run.evaluate(f"eval @{it}", probe=True)
     entry = {"iteration": it, **_brief(result)}
     run.history.append(entry)
     run.log(f"iteration {it}: target val mIoU {100 * result.miou:.2f}, "
@@ -726,7 +731,8 @@ def _brief(result: EvalResult) -> dict:
             **({"miou_star13": result.summary["miou_star13"]} if "miou_star13" in result.summary else {}),
             **({"subsets": {name: {"miou": s["miou"], "per_class_iou": s["per_class_iou"],
                                    "images": s["images"]} for name, s in result.extra["subsets"].items()}}
-               if "subsets" in result.extra else {})}
+               if "subsets" in result.extra else {}),
+            **({"probe": result.extra["probe"]} if "probe" in result.extra else {})}
 
 
 class _Logger:
