@@ -45,6 +45,20 @@ def _evaluation(miou: float, classes: list[str], iteration: int, slope: float = 
             "mean_entropy": 0.3 - miou / 10, "flip": False, "label_resolution": "resized", "images": 20}
 
 
+def _probe(run: str, iteration: int) -> dict:
+    """A probe record (engine.probe) whose numbers follow the iteration: confidence grows, the Multi
+    runs keep more pseudo-labels and get fewer right."""
+    t = iteration / 100
+    pixels = [0.4 - 0.2 * t, 0.3, 0.2, 0.08 + 0.1 * t, 0.02 + 0.1 * t]
+    out = {"bin_edges": [0.0, 0.5, 0.7, 0.9, 0.99, 1.0], "images": 20, "pixel_share": pixels,
+           "accuracy": [0.3, 0.5, 0.7, 0.9, None]}
+    if not run.startswith("none"):
+        out["gradient_share"] = [0.5 - 0.1 * t, 0.3, 0.15, 0.04 + 0.05 * t, 0.01 + 0.05 * t]
+    if run.startswith("maxsquare_iw_multi"):
+        out["pseudo_labels"] = {"kept_fraction": 0.1 + 0.2 * t, "precision": 0.9 - 0.1 * t}
+    return out
+
+
 def _metrics(benchmark: str, run: str, seed: int, miou: float, before: float | None, classes: list[str],
              iterations: int = 100) -> dict:
     method = run.split("-")[0]
@@ -74,6 +88,10 @@ def _metrics(benchmark: str, run: str, seed: int, miou: float, before: float | N
     }
     if stage == "source":
         m["source_val"] = _evaluation(0.60 + seed / 100, classes, 400)
+    elif benchmark == "minicity":
+        for entry in [m["before"], *m["history"]]:
+            if entry is not None:
+                entry["probe"] = _probe(run, entry["iteration"])
     return m
 
 
@@ -108,7 +126,8 @@ def _hashes(folder: Path) -> dict[str, str]:
 
 
 RUN_FIGURES = ["results_minicity.png", "per_class_gain.png", "training_curves.png", "lambda_sweep.png",
-               "dose_curves.png", "selection_rules.png", "bn_mode.png", "cross_city.png", "flip.png", "gradient_curves.png"]
+               "dose_curves.png", "selection_rules.png", "bn_mode.png", "cross_city.png", "flip.png", "gradient_curves.png",
+               "gradient_shares_during.png", "pseudo_labels.png"]
 DATA_FIGURES = ["class_frequencies.png", "sample_grid.png", "qualitative.png", "gradient_map.png", "reliability.png"]
 
 
@@ -184,6 +203,40 @@ def test_evidence_is_computed_from_the_numbers(full_outputs):
     assert "beats the source model in 4 of 4 cities (mean gain +3.0 points)" in text
     assert "+IW beats MaxSquare in 4 of 4" in text
     assert "frozen reaches 38.0 vs 45.0" in text and "frozen is behind train mode" in text
+
+
+def test_gradient_shares_during_adaptation_draw_the_probe_records(tmp_path):
+    runs = build_runs(tmp_path / "runs", seeds=(0,), extras=True)
+    course = F.load_course_runs(runs, PROFILE)
+    table, metrics = course.tables["minicity"], course.by_benchmark["minicity"]
+    assert F._run_at(table, "minent", "table") == "minent" and F._run_at(table, "minent", 0.3) == "minent-lambda0.3"
+    assert F._run_at(table, "minent", 7.0) is None
+    fig = F.gradient_shares_during_figure(metrics, table, 0, lambdas=("table", 0.3))
+    first = fig.axes[0]  # MinEnt at the table's λ: the stacked bands end at the cumulative gradient shares
+    assert first.get_title() == "MinEnt, λ_T 0.1"
+    # dashed lines: cumulative pixel shares at iterations 0, 50, 100 (bin 0: 0.4 - 0.2 t)
+    dashed = [line for line in first.get_lines() if line.get_linestyle() == "--"]
+    assert list(dashed[0].get_xdata()) == [0, 50, 100]
+    assert np.allclose(dashed[0].get_ydata(), [40, 30, 20])
+    # the λ 0.3 column has a run; maxsquare_iw has no 0.3 run in the fixture: "no run"
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("no run") == 2  # maxsquare_iw and maxsquare_iw_multi at λ 0.3
+    F.plt.close(fig)
+
+
+def test_pseudo_label_figure_plots_kept_fraction_and_precision(tmp_path):
+    runs = build_runs(tmp_path / "runs", seeds=(0,), extras=True)
+    course = F.load_course_runs(runs, PROFILE)
+    fig = F.pseudo_labels_figure(course.by_benchmark["minicity"], course.tables["minicity"], 0)
+    kept, precision = fig.axes[0].get_lines()[0], fig.axes[1].get_lines()[0]
+    assert np.allclose(kept.get_ydata(), [10, 20, 30]) and np.allclose(precision.get_ydata(), [90, 85, 80])
+    assert np.allclose(fig.axes[1].get_lines()[1].get_ydata(), [80, 80, 80])  # dotted: pixel accuracy
+    F.plt.close(fig)
+    stripped = [{**m, "before": None, "history": []} for m in course.by_benchmark["minicity"]]
+    with pytest.raises(F.MissingEvidence, match="pseudo-label probe records"):
+        F.pseudo_labels_figure(stripped, course.tables["minicity"], 0)
+    with pytest.raises(F.MissingEvidence, match="has probe records"):
+        F.gradient_shares_during_figure(stripped, course.tables["minicity"], 0)
 
 
 def test_only_main_table_skips_the_rest(tmp_path):

@@ -121,6 +121,11 @@ FIGURES: dict[str, str] = {
                         "logit gradient (per-pixel share of each loss's total) at the start of adaptation.",
     "reliability.png": "seed 0: accuracy against confidence of the target val pixels for the source "
                        "model, AdaBN, MinEnt and MaxSquare, with the expected calibration error.",
+    "gradient_shares_during.png": "seed 0: share of each loss's logit gradient per confidence bin at "
+                                  "every evaluation of adaptation, at the table's λ_T and at λ_T 1, "
+                                  "against the share of pixels per bin.",
+    "pseudo_labels.png": "seed 0: MaxSquare+IW+Multi's fused pseudo-labels over adaptation for every "
+                         "λ_T: kept fraction, precision of the kept ones, and the test mIoU.",
 }
 """Every figure :func:`regenerate` writes, with the sentence ``results.md`` gives it."""
 
@@ -791,6 +796,170 @@ def dose_curves_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: in
             ax.set_visible(False)
         fig.suptitle(f"{benchmark}: dose — {subset} mIoU over adaptation per λ_T, seed {seed} "
                      f"(ring: the evaluation dev chooses)", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def _probe_entries(run: dict) -> list[dict]:
+    """``(iteration, probe)`` records of a run, starting point first (:mod:`maxsq_lib.engine.probe`)."""
+    entries = [run.get("before"), *(run.get("history") or [])]
+    return sorted((e for e in entries if e and e.get("probe")), key=lambda e: int(e["iteration"]))
+
+
+def _bin_names(edges: Sequence[float]) -> list[str]:
+    return [f"{a:g}–{b:g}" for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _run_at(table: Mapping[str, dict], method: str, lam) -> str | None:
+    """The run of ``method`` at λ_T ``lam`` (``"table"``: the table's own run)."""
+    if lam == "table":
+        return method if method in table else None
+    for name, entry in sorted(_sweep_runs(table, method).items()):
+        if isinstance(entry.get("lambda_target"), (int, float)) and math.isclose(float(entry["lambda_target"]), float(lam)):
+            return name
+    if method in table and isinstance(table[method].get("lambda_target"), (int, float)) and \
+            math.isclose(float(table[method]["lambda_target"]), float(lam)):
+        return method
+    return None
+
+
+def gradient_shares_during_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: int = 0,
+                                  methods: Sequence[str] = LOSS_METHODS, lambdas: Sequence = ("table", 1.0),
+                                  benchmark: str = "minicity") -> Figure:
+    """Where each loss puts its gradient *during* adaptation, per confidence bin.
+
+    Each panel is one run (a method at one λ_T, seed ``seed``): coloured bands stack, at every
+    evaluation, the share of the loss's total per-pixel gradient norm ``|∂L/∂z|`` that comes from
+    the target val pixels of each confidence bin (least confident at the bottom); the dashed lines
+    are the same boundaries for the share of *pixels*. A band thicker than its dashed band means the
+    loss trains those pixels more than their number. Measured by the probe on the scored model
+    (:mod:`maxsq_lib.engine.probe`). Notebook ``05_evaluation``.
+
+    Args:
+        runs: metrics dicts of one benchmark.
+        table: its :func:`summarize_runs` table.
+        seed: which seed.
+        methods: one row each.
+        lambdas: one column each: ``"table"`` (the table's λ_T) or a sweep value.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no run with probe records (runs trained before the probe existed).
+    """
+    by_name = {m["run"]: m for m in runs if int(m["seed"]) == seed}
+    cells = [[(_run_at(table, m, lam), lam) for lam in lambdas] for m in methods]
+    cells = [row for row in cells if any(n in by_name and _probe_entries(by_name[n]) for n, _ in row)]
+    if not cells:
+        raise MissingEvidence(f"no run of seed {seed} in {benchmark} has probe records (metrics.json "
+                              f"history[i]['probe']): train the runs again with this version")
+    edges = next(_probe_entries(by_name[n])[0]["probe"]["bin_edges"] for row in cells for n, _ in row
+                 if n in by_name and _probe_entries(by_name[n]))
+    colours = plt.get_cmap("YlOrRd")(np.linspace(0.15, 0.9, len(edges) - 1))
+    with figure_style():
+        rows, cols = len(cells), len(lambdas)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 2.3 * rows + 0.9), sharex=True,
+                                 sharey=True, squeeze=False)
+        for r, row in enumerate(cells):
+            for c, (name, lam) in enumerate(row):
+                ax = axes[r, c]
+                entries = _probe_entries(by_name[name]) if name in by_name else []
+                entries = [e for e in entries if e["probe"].get("gradient_share")]
+                if not entries:
+                    ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes, color="#777777")
+                    ax.set_title(f"{_label(methods[r])}", fontsize=8.5)
+                    continue
+                x = [int(e["iteration"]) for e in entries]
+                grad = np.array([e["probe"]["gradient_share"] for e in entries]).T
+                pix = np.cumsum(np.array([e["probe"]["pixel_share"] for e in entries]).T, axis=0)
+                ax.stackplot(x, 100 * grad, colors=colours, labels=_bin_names(edges), alpha=0.95)
+                for k in range(len(pix) - 1):
+                    ax.plot(x, 100 * pix[k], color="black", ls="--", lw=0.9,
+                            label="pixels (same boundaries)" if k == 0 else None)
+                lam_value = by_name[name].get("lambda_target")
+                ax.set_title(f"{_label(methods[r])}, λ_T {lam_value:g}" if isinstance(lam_value, (int, float))
+                             else _label(methods[r]), fontsize=8.5)
+                ax.set_ylim(0, 100)
+                ax.set_xlim(min(x), max(x))
+        for ax in axes[-1]:
+            ax.set_xlabel("adaptation iteration")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("share (%)")
+        handles, labels = next(((h, l) for h, l in (ax.get_legend_handles_labels() for ax in axes.flat) if h),
+                               ([], []))
+        fig.legend(handles[::-1], labels[::-1], loc="lower center", ncol=len(labels), frameon=False,
+                   fontsize=7, title="confidence max p of the pixel", title_fontsize=7.5)
+        fig.suptitle(f"{benchmark}: share of each loss's gradient |∂L/∂z| per confidence bin during "
+                     f"adaptation (target val, seed {seed})", fontsize=10)
+        fig.tight_layout(rect=(0, 0.065, 1, 1))
+    return fig
+
+
+def pseudo_labels_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: int = 0,
+                         method: str = "maxsquare_iw_multi", subset: str = "test",
+                         benchmark: str = "minicity") -> Figure:
+    """Multi-level guidance's pseudo-labels over adaptation, per λ_T: kept fraction, precision.
+
+    One line per run of ``method`` (the table's and the sweep's, seed ``seed``), coloured by λ_T:
+    the fraction of target val pixels whose fused pseudo-label passes the threshold, the share of
+    the kept, labelled ones that are right (dotted: the accuracy of every labelled pixel, the
+    precision with no threshold), and the ``subset`` mIoU of the same evaluations. Measured by the
+    probe on the scored model (:mod:`maxsq_lib.engine.probe`). Notebook ``05_evaluation``.
+
+    Args:
+        runs: metrics dicts of one benchmark.
+        table: its :func:`summarize_runs` table.
+        seed: which seed.
+        method: a pseudo-label method (``maxsquare_iw_multi``).
+        subset: the scored half of the third panel.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no run of ``method`` with pseudo-label records.
+    """
+    by_name = {m["run"]: m for m in runs if int(m["seed"]) == seed}
+    names = [n for n in [method, *_sweep_runs(table, method)] if n in by_name]
+    lines = sorted((float(by_name[n]["lambda_target"]), n) for n in names
+                   if isinstance(by_name[n].get("lambda_target"), (int, float)) and
+                   any("pseudo_labels" in e["probe"] for e in _probe_entries(by_name[n])))
+    if not lines:
+        raise MissingEvidence(f"no {method} run of seed {seed} in {benchmark} has pseudo-label probe "
+                              f"records: train the runs again with this version")
+    cmap = plt.get_cmap("viridis")
+    colour = {lam: cmap(i / max(1, len(lines) - 1)) for i, (lam, _) in enumerate(lines)}
+    with figure_style():
+        fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
+        for lam, name in lines:
+            entries = [e for e in _probe_entries(by_name[name]) if "pseudo_labels" in e["probe"]]
+            x = [int(e["iteration"]) for e in entries]
+            kept = [100 * e["probe"]["pseudo_labels"]["kept_fraction"] for e in entries]
+            precision = [np.nan if e["probe"]["pseudo_labels"]["precision"] is None
+                         else 100 * e["probe"]["pseudo_labels"]["precision"] for e in entries]
+            accuracy = [np.nan if e.get("pixel_accuracy") is None else 100 * e["pixel_accuracy"] for e in entries]
+            tag = f"λ_T {lam:g}" + (" (table)" if name == method else "")
+            axes[0].plot(x, kept, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=tag)
+            axes[1].plot(x, precision, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=tag)
+            axes[1].plot(x, accuracy, ls=":", lw=1.1, color=colour[lam])
+            cx, cy = _subset_curve(by_name[name], subset)
+            axes[2].plot(cx, cy, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=tag)
+        if "adabn" in by_name:
+            last = by_name["adabn"]["last"]
+            sub = (last.get("subsets") or {}).get(subset)
+            axes[2].axhline(100 * (sub["miou"] if sub else last["miou"]), color=METHOD_COLORS.get("adabn", "#777777"),
+                            lw=1.2, label="AdaBN")
+        axes[0].set_ylabel("kept pixels (%)")
+        axes[0].set_title("pixels whose pseudo-label passes the threshold", fontsize=9)
+        axes[1].set_ylabel("right among kept, labelled (%)")
+        axes[1].set_title("precision of the kept pseudo-labels (dotted: all pixels)", fontsize=9)
+        axes[2].set_ylabel(f"{subset} mIoU (%)")
+        axes[2].set_title(f"{subset} mIoU of the same evaluations", fontsize=9)
+        for ax in axes:
+            ax.set_xlabel("adaptation iteration")
+        axes[0].legend(frameon=False, fontsize=7)
+        axes[2].legend(frameon=False, fontsize=7, loc="lower left")
+        fig.suptitle(f"{benchmark}: {_label(method)} pseudo-labels on target val over adaptation, "
+                     f"seed {seed}", fontsize=10)
         fig.tight_layout()
     return fig
 
@@ -1925,6 +2094,8 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         "qualitative.png": needs_main(lambda: qualitative_figure(profile, main, runs_root, data_root)),
         "reliability.png": needs_main(lambda: reliability_figure(profile, main, runs_root, data_root)),
         "gradient_map.png": needs_main(lambda: gradient_map_figure(profile, main, runs_root, data_root)),
+        "gradient_shares_during.png": needs_main(lambda: gradient_shares_during_figure(runs, table, 0, benchmark=main)),
+        "pseudo_labels.png": needs_main(lambda: pseudo_labels_figure(runs, table, 0, benchmark=main)),
     }
     written: list[Path] = []
     notes: dict[str, str | None] = {}
