@@ -173,6 +173,9 @@ def test_nan_guard_keeps_last_good_checkpoint(source_run, smoke_root, monkeypatc
     real = losses.max_square
 
     def poisoned(logits, faithful=False):
+        # training steps only: the evaluation's probe differentiates a detached leaf copy of the logits
+        if logits.grad_fn is None:
+            return real(logits, faithful=faithful)
         calls["n"] += 1
         value = real(logits, faithful=faithful)
         return value * float("nan") if calls["n"] >= 3 else value

@@ -237,6 +237,9 @@ def _poison_after(monkeypatch, n_ok: int):
     real = losses.max_square
 
     def poisoned(logits, faithful=False):
+        # training steps only: the evaluation's probe differentiates a detached leaf copy of the logits
+        if logits.grad_fn is None:
+            return real(logits, faithful=faithful)
         calls["n"] += 1
         value = real(logits, faithful=faithful)
         return value * float("nan") if calls["n"] > n_ok else value
