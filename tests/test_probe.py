@@ -117,3 +117,17 @@ def test_training_records_the_probe_at_every_evaluation(smoke_root, tmp_path):
         assert 0 <= p["pseudo_labels"]["kept_fraction"] <= 1
         assert all(a is None or 0 <= a <= 1 for a in p["accuracy"])
     assert np.isfinite(m["last"]["miou"])
+
+
+@pytest.mark.parametrize("method", ["minent", "maxsquare", "maxsquare_iw"])
+def test_a_batch_gives_the_shares_of_its_images_fed_one_by_one(method):
+    # the batch losses are means of per-image losses with one constant, so per-pixel gradient norms
+    # scale uniformly and the shares do not depend on how the images are batched
+    torch.manual_seed(1)
+    logits, label = 3 * torch.randn(3, 4, 5, 6), torch.randint(-1, 4, (3, 5, 6))
+    batched, single = (AdaptationProbe(make_strategy(method), 0.95) for _ in range(2))
+    batched.update(logits, None, label)
+    for b in range(3):
+        single.update(logits[b:b + 1], None, label[b:b + 1])
+    assert batched.result()["gradient_share"] == pytest.approx(single.result()["gradient_share"], rel=1e-6)
+    assert batched.result()["accuracy"] == single.result()["accuracy"]

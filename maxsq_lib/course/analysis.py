@@ -29,12 +29,14 @@ import torch
 from torch import Tensor
 
 from .. import losses
+from ..engine.probe import PROBE_BINS
 
 LOSS_NAMES: tuple[str, ...] = ("entropy", "maxsquare", "maxsquare_iw")
 """Losses :func:`gradient_shares` knows: MinEnt, MaxSquare, image-wise weighted MaxSquare."""
 
-DEFAULT_BINS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.9, 0.99, 1.0)
-"""Default edges of the max-probability bins of :func:`gradient_shares`."""
+DEFAULT_BINS: tuple[float, ...] = PROBE_BINS
+"""Default edges of the max-probability bins of :func:`gradient_shares` (those the training-time
+probe uses, so notebook 03's step-0 shares and notebook 05's shares during adaptation line up)."""
 
 LOSS_LABELS: dict[str, str] = {"entropy": "entropy (MinEnt)", "maxsquare": "MaxSquare",
                                "maxsquare_iw": "MaxSquare + IW"}

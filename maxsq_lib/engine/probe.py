@@ -88,14 +88,12 @@ class AdaptationProbe:
         self.labelled += self._per_bin(valid, bin_of_pixel)
         self.correct += self._per_bin(valid & (predicted == label), bin_of_pixel)
         if self.has_loss:
-            # per image, as training sees them: IW's class weights are image-wise
-            for b in range(main.shape[0]):
-                z = main[b:b + 1].clone().requires_grad_(True)
-                aux = None if aux_logits is None else aux_logits[b:b + 1].detach().float()
-                with torch.enable_grad():
-                    (grad,) = torch.autograd.grad(self.strategy.raw_loss(z, aux), z)
-                norms = grad.norm(dim=1).flatten()
-                self.gradient += self._per_bin(norms, bin_of_pixel[b * norms.numel():(b + 1) * norms.numel()])
+            # the batch loss, as training computes it (IW's weights are per image within it)
+            z = main.clone().requires_grad_(True)
+            aux = None if aux_logits is None else aux_logits.detach().float()
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.strategy.raw_loss(z, aux), z)
+            self.gradient += self._per_bin(grad.norm(dim=1), bin_of_pixel)
         if self.pseudo_labels:
             if self.strategy.name == "hard":
                 pseudo = losses.hard_pseudo_label(main, threshold=self.threshold)
