@@ -220,7 +220,11 @@ def test_gradient_shares_during_adaptation_draw_the_probe_records(tmp_path):
     assert np.allclose(dashed[0].get_ydata(), [40, 30, 20])
     # the λ 0.3 column has a run; maxsquare_iw has no 0.3 run in the fixture: "no run"
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    assert texts.count("no run") == 2  # maxsquare_iw and maxsquare_iw_multi at λ 0.3
+    assert texts.count("no run at λ_T 0.3") == 2  # maxsquare_iw and maxsquare_iw_multi at λ 0.3
+    F.plt.close(fig)
+    # a λ no method was run at gets no column
+    fig = F.gradient_shares_during_figure(metrics, table, 0, lambdas=("table", 7.0))
+    assert len(fig.axes) == 4 and not [t for ax in fig.axes for t in ax.texts]
     F.plt.close(fig)
 
 

@@ -848,17 +848,23 @@ def gradient_shares_during_figure(runs: Sequence[dict], table: Mapping[str, dict
         MissingEvidence: no run with probe records (runs trained before the probe existed).
     """
     by_name = {m["run"]: m for m in runs if int(m["seed"]) == seed}
+
+    def drawn(name):
+        return name in by_name and bool(_probe_entries(by_name[name]))
+
+    # a λ no method was run at (e.g. the course's one-seed table has no sweep) gets no column
+    lambdas = [lam for lam in lambdas if any(drawn(_run_at(table, m, lam)) for m in methods)]
     cells = [[(_run_at(table, m, lam), lam) for lam in lambdas] for m in methods]
-    cells = [row for row in cells if any(n in by_name and _probe_entries(by_name[n]) for n, _ in row)]
+    cells = [row for row in cells if any(drawn(n) for n, _ in row)]
     if not cells:
         raise MissingEvidence(f"no run of seed {seed} in {benchmark} has probe records (metrics.json "
                               f"history[i]['probe']): train the runs again with this version")
-    edges = next(_probe_entries(by_name[n])[0]["probe"]["bin_edges"] for row in cells for n, _ in row
-                 if n in by_name and _probe_entries(by_name[n]))
+    edges = next(_probe_entries(by_name[n])[0]["probe"]["bin_edges"] for row in cells for n, _ in row if drawn(n))
     colours = plt.get_cmap("YlOrRd")(np.linspace(0.15, 0.9, len(edges) - 1))
     with figure_style():
         rows, cols = len(cells), len(lambdas)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 2.3 * rows + 0.9), sharex=True,
+        # at least two panels wide, so that the title and the legend fit over a single column
+        fig, axes = plt.subplots(rows, cols, figsize=(4.3 * max(cols, 2), 2.3 * rows + 0.9), sharex=True,
                                  sharey=True, squeeze=False)
         for r, row in enumerate(cells):
             for c, (name, lam) in enumerate(row):
@@ -866,7 +872,8 @@ def gradient_shares_during_figure(runs: Sequence[dict], table: Mapping[str, dict
                 entries = _probe_entries(by_name[name]) if name in by_name else []
                 entries = [e for e in entries if e["probe"].get("gradient_share")]
                 if not entries:
-                    ax.text(0.5, 0.5, "no run", ha="center", va="center", transform=ax.transAxes, color="#777777")
+                    ax.text(0.5, 0.5, f"no run at λ_T {lam:g}" if lam != "table" else "no run", ha="center",
+                            va="center", transform=ax.transAxes, color="#777777")
                     ax.set_title(f"{_label(methods[r])}", fontsize=8.5)
                     continue
                 x = [int(e["iteration"]) for e in entries]
