@@ -41,7 +41,7 @@ def _entropy_norm(p):
 
 @pytest.mark.parametrize("method, norm", [("maxsquare", _maxsquare_norm), ("minent", _entropy_norm)])
 def test_gradient_shares_per_bin_match_the_analytic_gradients(method, norm):
-    probe = AdaptationProbe(make_strategy(method), threshold=0.95)
+    probe = AdaptationProbe(make_strategy(method))
     probe.update(_logits(ROWS), None, LABEL)
     out = probe.result()
     norms = [norm(p) for p in ROWS]
@@ -54,12 +54,12 @@ def test_gradient_shares_per_bin_match_the_analytic_gradients(method, norm):
 
 
 def test_pseudo_label_precision_and_kept_fraction():
-    hard = AdaptationProbe(make_strategy("hard", threshold=0.7), threshold=0.7)
+    hard = AdaptationProbe(make_strategy("hard", threshold=0.7))
     hard.update(_logits(ROWS), None, LABEL)
     # kept: pixels 2 (0.8, label 1, predicted 1: right) and 3 (0.995, ignored label: not scored)
     assert hard.result()["pseudo_labels"] == {"kept_fraction": 0.5, "precision": 1.0}
 
-    multi = AdaptationProbe(make_strategy("maxsquare_iw_multi", threshold=0.5), threshold=0.5)
+    multi = AdaptationProbe(make_strategy("maxsquare_iw_multi", threshold=0.5))
     aux = _logits([[0.1, 0.1, 0.8], [0.2, 0.7, 0.1], [0.3, 0.4, 0.3], [0.34, 0.33, 0.33]])
     multi.update(_logits(ROWS), aux, LABEL)
     # either head above 0.5: pixels 0 (aux 0.8), 1, 2, 3; fused argmax: 2, 1, 1, 2
@@ -69,14 +69,14 @@ def test_pseudo_label_precision_and_kept_fraction():
 
 
 def test_the_none_method_counts_pixels_but_has_no_gradient():
-    out = AdaptationProbe(make_strategy("none"), threshold=0.95)
+    out = AdaptationProbe(make_strategy("none"))
     out.update(_logits(ROWS), None, LABEL)
     assert "gradient_share" not in out.result() and sum(out.result()["pixel_share"]) == pytest.approx(1.0)
 
 
 def test_bad_bins_are_refused():
     with pytest.raises(ValueError, match="increasing edges from 0 to 1"):
-        AdaptationProbe(make_strategy("maxsquare"), 0.95, bins=(0.0, 0.9, 0.5, 1.0))
+        AdaptationProbe(make_strategy("maxsquare"), bins=(0.0, 0.9, 0.5, 1.0))
 
 
 def test_evaluate_with_a_probe_scores_the_same_and_refuses_flip():
@@ -96,7 +96,7 @@ def test_evaluate_with_a_probe_scores_the_same_and_refuses_flip():
 
     tiny = L.ClassSet("tiny3", (0, 1, 2))
     plain = evaluate(net, data, tiny, progress=False)
-    probe = AdaptationProbe(make_strategy("maxsquare_iw_multi", threshold=0.4), threshold=0.4)
+    probe = AdaptationProbe(make_strategy("maxsquare_iw_multi", threshold=0.4))
     probed = evaluate(net, data, tiny, progress=False, probe=probe)
     assert torch.equal(plain.confusion, probed.confusion) and plain.mean_entropy == probed.mean_entropy
     assert probed.extra["probe"]["images"] == 3 and sum(probed.extra["probe"]["gradient_share"]) == pytest.approx(1)
@@ -125,7 +125,7 @@ def test_a_batch_gives_the_shares_of_its_images_fed_one_by_one(method):
     # scale uniformly and the shares do not depend on how the images are batched
     torch.manual_seed(1)
     logits, label = 3 * torch.randn(3, 4, 5, 6), torch.randint(-1, 4, (3, 5, 6))
-    batched, single = (AdaptationProbe(make_strategy(method), 0.95) for _ in range(2))
+    batched, single = (AdaptationProbe(make_strategy(method)) for _ in range(2))
     batched.update(logits, None, label)
     for b in range(3):
         single.update(logits[b:b + 1], None, label[b:b + 1])

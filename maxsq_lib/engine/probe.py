@@ -24,7 +24,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import losses
 from .strategies import TargetStrategy
 
 PROBE_BINS: tuple[float, ...] = (0.0, 0.5, 0.7, 0.9, 0.99, 1.0)
@@ -36,13 +35,13 @@ class AdaptationProbe:
 
     Args:
         strategy: the run's target strategy (its ``raw_loss`` is differentiated; ``none`` has no
-            loss, so only pixels and accuracy are counted).
-        threshold: δ of the pseudo-labels (``adapt.threshold``).
+            loss, so only pixels and accuracy are counted; its ``pseudo_label_fn``, if any, gives the
+            pseudo-labels whose kept fraction and precision are counted).
         bins: confidence bin edges from 0 to 1.
     """
 
-    def __init__(self, strategy: TargetStrategy, threshold: float, bins: tuple[float, ...] = PROBE_BINS):
-        self.strategy, self.threshold = strategy, float(threshold)
+    def __init__(self, strategy: TargetStrategy, bins: tuple[float, ...] = PROBE_BINS):
+        self.strategy = strategy
         self.edges = torch.tensor(bins, dtype=torch.float64)
         if self.edges.ndim != 1 or len(bins) < 2 or bins[0] != 0.0 or bins[-1] != 1.0 or \
                 bool((self.edges.diff() <= 0).any()):
@@ -61,7 +60,7 @@ class AdaptationProbe:
 
     @property
     def pseudo_labels(self) -> bool:
-        return self.strategy.name in ("maxsquare_iw_multi", "hard")
+        return self.strategy.pseudo_label_fn is not None
 
     @property
     def uses_aux(self) -> bool:
@@ -95,10 +94,7 @@ class AdaptationProbe:
                 (grad,) = torch.autograd.grad(self.strategy.raw_loss(z, aux), z)
             self.gradient += self._per_bin(grad.norm(dim=1), bin_of_pixel)
         if self.pseudo_labels:
-            if self.strategy.name == "hard":
-                pseudo = losses.hard_pseudo_label(main, threshold=self.threshold)
-            else:
-                pseudo = losses.fused_pseudo_label(main, aux_logits.detach().float(), threshold=self.threshold)
+            pseudo = self.strategy.pseudo_label_fn(main, None if aux_logits is None else aux_logits.detach().float())
             kept = pseudo >= 0
             self.pseudo += torch.stack([torch.tensor(float(kept.numel())), kept.sum().double().cpu(),
                                         (kept & valid).sum().double().cpu(),

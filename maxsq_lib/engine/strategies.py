@@ -43,12 +43,15 @@ class TargetStrategy:
         uses_aux: whether the strategy trains the aux head (multi-level guidance); the loop then
             also adds λ_seg·CE(aux) on the source batch.
         loss_fn: ``(main_logits, aux_logits) -> (unweighted loss, logs)`` or ``None`` for ``none``.
+        pseudo_label_fn: ``(main_logits, aux_logits) -> (B, H, W)`` pseudo-labels (-1: not kept)
+            of the methods that train on them (``maxsquare_iw_multi``, ``hard``), else ``None``.
     """
 
     name: str
     lambda_target: float
     uses_aux: bool
     loss_fn: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]] | None
+    pseudo_label_fn: Callable[[Tensor, Tensor | None], Tensor] | None = None
 
     def __call__(self, main_logits: Tensor, aux_logits: Tensor | None) -> tuple[Tensor | None, dict[str, Tensor]]:
         """Weighted target loss and detached values to log.
@@ -98,6 +101,12 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
     def maxsquare_iw(main: Tensor, aux: Tensor):
         return losses.iw_max_square(main, ratio=iw_ratio, faithful=faithful_scale), {}
 
+    def fused_labels(main: Tensor, aux: Tensor) -> Tensor:
+        return losses.fused_pseudo_label(main, aux, threshold=threshold)
+
+    def confident_labels(main: Tensor, aux: Tensor | None) -> Tensor:
+        return losses.hard_pseudo_label(main, threshold=threshold)
+
     def maxsquare_iw_multi(main: Tensor, aux: Tensor):
         main_loss = losses.iw_max_square(main, ratio=iw_ratio, faithful=faithful_scale)
         aux_ce, pseudo = losses.multi_level_guidance(main, aux, threshold=threshold)
@@ -108,22 +117,22 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
                                                   "pseudo_label_fraction": kept}
 
     def hard(main: Tensor, aux: Tensor):
-        pseudo = losses.hard_pseudo_label(main, threshold=threshold)
+        pseudo = confident_labels(main, aux)
         return losses.source_cross_entropy(main, pseudo), {"pseudo_label_fraction": (pseudo >= 0).float().mean()}
 
     table = {
-        "adabn": (None, False),  # no gradient step at all: see maxsq_lib.engine.adabn
-        "none": (None, False),
-        "minent": (minent, False),
-        "maxsquare": (maxsquare, False),
-        "maxsquare_iw": (maxsquare_iw, False),
-        "maxsquare_iw_multi": (maxsquare_iw_multi, True),
-        "hard": (hard, False),
+        "adabn": (None, False, None),  # no gradient step at all: see maxsq_lib.engine.adabn
+        "none": (None, False, None),
+        "minent": (minent, False, None),
+        "maxsquare": (maxsquare, False, None),
+        "maxsquare_iw": (maxsquare_iw, False, None),
+        "maxsquare_iw_multi": (maxsquare_iw_multi, True, fused_labels),
+        "hard": (hard, False, confident_labels),
     }
     if method not in table:
         raise ValueError(f"unknown adaptation method {method!r}; expected one of {list(table)}")
-    fn, uses_aux = table[method]
-    return TargetStrategy(method, float(lambda_target), uses_aux, fn)
+    fn, uses_aux, pseudo_label_fn = table[method]
+    return TargetStrategy(method, float(lambda_target), uses_aux, fn, pseudo_label_fn)
 
 
 def strategy_from_config(adapt_cfg, lambda_target: float | None = None) -> TargetStrategy:

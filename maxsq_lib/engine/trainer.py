@@ -372,8 +372,8 @@ class _Run:
     def evaluate(self, desc: str, probe: bool = False, **kw) -> EvalResult:
         """Score the model on target val (``probe``: also measure what the target loss does,
         :mod:`maxsq_lib.engine.probe`; adaptation runs in one process only)."""
-        if probe and self.stage == "adapt" and self.plan.strategy is not None and not self.dist.enabled:
-            kw["probe"] = AdaptationProbe(self.plan.strategy, self.cfg.adapt.threshold)
+        if probe and self.plan.strategy is not None and not self.dist.enabled:  # a source run has none
+            kw["probe"] = AdaptationProbe(self.plan.strategy)
         model = self.model
         if self.bn_target_ds is not None:  # score a copy: training goes on with its own statistics
             from .adabn import reestimate_batchnorm
