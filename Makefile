@@ -13,7 +13,14 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: venv course study test lab figures clean-venv
 
 # The stamp depends on the project's dependency list, so editing pyproject.toml reinstalls.
+# torch 2.14.1 on x86_64 is its CUDA build: a new .venv takes about 6.5 GB, so a disk with less
+# fails half-way through pip; say so before starting (VENV_MIN_FREE_MB=0 skips the check).
+VENV_MIN_FREE_MB ?= 6600
 $(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || { free_mb=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
+		if [ "$$free_mb" -lt $(VENV_MIN_FREE_MB) ]; then \
+			echo "make: $(VENV) needs about $(VENV_MIN_FREE_MB) MB of free disk (torch's CUDA build); $$free_mb MB free in $$(pwd)"; \
+			exit 1; fi; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing maxsq and its dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
 	@$(BIN)/python -m pip install -e '.[course,dev]' > $(VENV)/install.log 2>&1 \
