@@ -33,3 +33,19 @@ def test_torch_pins_and_omp_policy_are_where_the_guide_says():
     assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
     assert "export OMP_WAIT_POLICY := PASSIVE" in (REPO / "Makefile").read_text()
     assert "OMP_WAIT_POLICY=PASSIVE" in (REPO / ".ci" / "run").read_text()
+
+
+def test_a_new_venv_on_a_full_disk_stops_with_one_line_before_pip(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    done = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "venv", f"VENV={venv}", "VENV_MIN_FREE_MB=999999999"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode != 0
+    assert f"make: {venv} needs about 999999999 MB of free disk" in done.stdout
+    assert not venv.exists(), "the check runs before the venv is created"
