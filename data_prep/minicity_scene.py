@@ -137,10 +137,6 @@ class Camera:
             self.height_m - np.asarray(Y)
         ) / Z
 
-    def px(self, metres: float, Z: float) -> float:
-        """Size in pixels of ``metres`` seen at depth ``Z``."""
-        return self.focal * metres / max(Z, 1e-6)
-
 
 @dataclass(frozen=True)
 class LayoutStats:
