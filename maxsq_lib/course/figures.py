@@ -563,15 +563,20 @@ def per_class_gain_figure(runs: Sequence[dict], methods: Sequence[str] = ("none"
     return fig
 
 
+def _subset_miou(entry: dict, subset: str | None = None) -> float | None:
+    """One evaluation's mIoU (fraction) on a scored subset (``dev``/``test``), or on the whole
+    split (``subset`` None, or an evaluation without subsets)."""
+    sub = (entry.get("subsets") or {}).get(subset)
+    return sub["miou"] if sub else entry.get("miou")
+
+
 def _subset_curve(run: dict, subset: str | None = None) -> tuple[list[int], list[float]]:
-    """(iterations, mIoU %) of one run, starting point included: on a scored subset
-    (``dev``/``test``), or on the whole split (``subset`` None, or a run without subsets)."""
+    """(iterations, mIoU %) of one run, starting point included, by :func:`_subset_miou`."""
     points = {}
     for entry in [run.get("before"), *(run.get("history") or []), run.get("last")]:
         if not entry or entry.get("iteration") is None:
             continue
-        sub = (entry.get("subsets") or {}).get(subset)
-        value = sub["miou"] if sub else entry.get("miou")
+        value = _subset_miou(entry, subset)
         if value is not None:
             points.setdefault(int(entry["iteration"]), value)
     its = sorted(points)
@@ -776,9 +781,7 @@ def dose_curves_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: in
                 x, y = _subset_curve(by_name["none"], subset)
                 ax.plot(x, y, color="black", ls=":", lw=1.4, label="none (no target loss)")
             if "adabn" in by_name:  # its result is its last evaluation (its `before` is the source model)
-                last = by_name["adabn"]["last"]
-                sub = (last.get("subsets") or {}).get(subset)
-                ax.axhline(100 * (sub["miou"] if sub else last["miou"]), color=METHOD_COLORS.get("adabn", "#777777"),
+                ax.axhline(100 * _subset_miou(by_name["adabn"]["last"], subset), color=METHOD_COLORS.get("adabn", "#777777"),
                            lw=1.2, label="AdaBN")
             for lam, name in lines:
                 x, y = _subset_curve(by_name[name], subset)
@@ -951,9 +954,7 @@ def pseudo_labels_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: 
             cx, cy = _subset_curve(by_name[name], subset)
             axes[2].plot(cx, cy, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=tag)
         if "adabn" in by_name:
-            last = by_name["adabn"]["last"]
-            sub = (last.get("subsets") or {}).get(subset)
-            axes[2].axhline(100 * (sub["miou"] if sub else last["miou"]), color=METHOD_COLORS.get("adabn", "#777777"),
+            axes[2].axhline(100 * _subset_miou(by_name["adabn"]["last"], subset), color=METHOD_COLORS.get("adabn", "#777777"),
                             lw=1.2, label="AdaBN")
         axes[0].set_ylabel("kept pixels (%)")
         axes[0].set_title("pixels whose pseudo-label passes the threshold", fontsize=9)
