@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(BIN)/python || { free_mb=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
 		if [ "$$free_mb" -lt $(VENV_MIN_FREE_MB) ]; then \
 			echo "make: $(VENV) needs about $(VENV_MIN_FREE_MB) MB of free disk (torch's CUDA build); $$free_mb MB free in $$(pwd)"; \
-			exit 1; fi; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+			exit 1; fi; \
+		$(PYTHON) -m venv $(VENV); }
 	@echo "Installing maxsq and its dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
 	@$(BIN)/python -m pip install -e '.[course,dev]' > $(VENV)/install.log 2>&1 \
 		|| { tail -n 40 $(VENV)/install.log; echo "pip install failed; full log: $(VENV)/install.log"; exit 1; }
