@@ -50,6 +50,8 @@ DATASET_NAMES = ("gta5", "synthia", "cityscapes", "nthu")
 """Dataset names in configs and commands (:data:`maxsq_lib.data.DATASETS` holds their loaders)."""
 CITIES = ("Rome", "Rio", "Tokyo", "Taipei")
 """The NTHU cities (and MiniCity's four city variants)."""
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+"""Values of ``amp``: ``none`` is float32; ``auto`` follows the device (:mod:`maxsq_lib.engine.precision`)."""
 BN_MODES = {
     "train": "BatchNorm in train mode: target batches update the running statistics (the authors)",
     "eval": "BatchNorm in eval mode, its affine parameters still trained (the authors' --freeze_bn)",
@@ -155,6 +157,9 @@ class EvalConfig:
     the authors'), or ``target``: re-estimated on the target train images before every evaluation
     (AdaBN of the current weights), the BatchNorm handling of the ``adabn`` control, so that a
     method's gain over it is what the training did beyond BatchNorm; ``final.pt`` then holds them."""
+    bn_images: int | None = None
+    """Target train images the BatchNorm statistics are re-estimated from (``bn_statistics:
+    target`` and the ``adabn`` control alike), spread evenly over the list; None: all of them."""
     subsets: list[str] = field(default_factory=list)
     """Lists of the target dataset whose items are part of ``data.val_split`` (MiniCity: ``dev``
     chooses, ``test`` reports); each is scored on its own at every evaluation, in one pass."""
@@ -172,7 +177,11 @@ class RunConfig:
     threads: int | None = None
     deterministic: bool = True
     amp: str = "none"
+    """Precision: ``none`` (float32), ``bf16`` or ``fp16`` autocast, or ``auto`` (bf16 where the
+    device computes it natively, else float32; :mod:`maxsq_lib.engine.precision`). A run records
+    the concrete choice in its ``config.yaml`` and the request in ``metrics.json``."""
     channels_last: bool = False
+    """Channels-last memory format for the model and its inputs (same values up to float order)."""
     runs_root: str = "runs"
     tag: str | None = None
     log_every: int = 50
@@ -189,7 +198,7 @@ class RunConfig:
         _check_choice("profile", self.profile, PROFILES + ("custom",))
         _check_choice("adapt.method", self.adapt.method, METHODS)
         _check_choice("adapt.bn_mode", self.adapt.bn_mode, tuple(BN_MODES))
-        _check_choice("amp", self.amp, ("none", "bf16", "fp16"))
+        _check_choice("amp", self.amp, AMP_CHOICES)
         _check_choice("eval.bn_statistics", self.eval.bn_statistics, ("running", "target"))
         _check_choice("model.aspp_branches", self.model.aspp_branches, (2, 4))
         _check_choice("source.optim.name", self.source.optim.name, ("sgd", "adam"))
@@ -203,6 +212,8 @@ class RunConfig:
             value = _get(self, name)
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if self.eval.bn_images is not None and self.eval.bn_images < 1:
+            raise ConfigError(f"eval.bn_images must be >= 1 or null, got {self.eval.bn_images}")
         if self.eval.source_every is not None and self.eval.source_every < 1:
             raise ConfigError(f"eval.source_every must be >= 1 or null, got {self.eval.source_every}")
         for name in ("source", "adapt"):

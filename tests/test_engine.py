@@ -358,7 +358,8 @@ def test_adabn_reestimates_batchnorm_and_takes_no_step(source_run, smoke_root):
     from maxsq_lib.engine.trainer import build_dataset, build_model
 
     runs, _ = source_run
-    cfg = smoke_cfg(smoke_root, runs, "adabn")
+    # float32, so that the hand-computed mean below is the estimator's to float precision
+    cfg = smoke_cfg(smoke_root, runs, "adabn", amp="none")
     m = train(cfg, "adapt", progress=False)
     assert m["method"] == "adabn" and m["iterations"] == 0 and m["history"] == []
     assert m["best_on_target_val"]["miou"] == m["last"]["miou"]
@@ -396,7 +397,9 @@ def test_dev_and_test_halves_are_scored_at_every_evaluation(source_run, smoke_ro
     final = Path(runs) / "smoke/minicity/source_multi/seed0/final.pt"
     model.load_state_dict(torch.load(final, weights_only=True)["model"])
     dev = build_dataset(C.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], "val_split": "dev"}}), "val")
-    alone = evaluate(model, dev, 10, batch_size=cfg.eval.batch_size, progress=False)
+    model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+    alone = evaluate(model, dev, 10, batch_size=cfg.eval.batch_size, progress=False, amp=cfg.amp,
+                     channels_last=cfg.channels_last)
     assert m["last"]["subsets"]["dev"]["miou"] == pytest.approx(alone.miou, abs=1e-12)
     with pytest.raises(Exception, match="not in the 'dev' split"):
         train(smoke_cfg(smoke_root, runs, "none", tag="bad-subset",
@@ -421,12 +424,39 @@ def test_evaluating_with_target_batchnorm_statistics(source_run, smoke_root):
     assert same["last"]["miou"] == control["last"]["miou"]
     # final.pt holds the statistics it was scored with: re-estimating its weights again changes nothing
     state = torch.load(run_dir_for(cfg, "adapt") / "final.pt", weights_only=True)["model"]
-    model = build_model(cfg)
+    model = build_model(cfg).to(memory_format=torch.channels_last)
     model.load_state_dict(state)
     target = build_dataset(cfg, "target")
     target.augment = False
-    reestimate_batchnorm(model, target, cfg.adapt.target_batch_size, "cpu")
+    reestimate_batchnorm(model, target, cfg.adapt.target_batch_size, "cpu", amp=cfg.amp,
+                         channels_last=True)
     for key in ("bn1.running_mean", "layer4.0.bn3.running_var"):
         torch.testing.assert_close(model.state_dict()[key], state[key])
     with pytest.raises(C.ConfigError, match="eval.bn_statistics"):
         smoke_cfg(smoke_root, runs, "none", eval={"bn_statistics": "mixed"})
+
+
+def test_batchnorm_statistics_from_evenly_spread_images(source_run, smoke_root):
+    from maxsq_lib.engine.adabn import reestimate_batchnorm, statistics_images
+    from maxsq_lib.engine.trainer import build_dataset, build_model
+
+    assert statistics_images(list(range(10)), None) == list(range(10))
+    assert list(statistics_images(list(range(10)), 4)) == [0, 2, 5, 7]
+    assert list(statistics_images(list(range(10)), 10)) == list(range(10))
+    with pytest.raises(ValueError, match="bn_images"):
+        statistics_images(list(range(10)), 0)
+    with pytest.raises(C.ConfigError, match="eval.bn_images"):
+        smoke_cfg(smoke_root, "runs", "adabn", eval={"bn_images": 0})
+    runs, _ = source_run
+    cfg = smoke_cfg(smoke_root, runs, "adabn", tag="bn-images", eval={"bn_images": 4})
+    train(cfg, "adapt", progress=False)
+    assert "re-estimated on 4 target train images" in (run_dir_for(cfg, "adapt") / "train.log").read_text()
+    state = torch.load(run_dir_for(cfg, "adapt") / "final.pt", weights_only=True)["model"]
+    target = build_dataset(cfg, "target")
+    target.augment = False
+    model = build_model(cfg).to(memory_format=torch.channels_last)
+    model.load_state_dict(state)
+    n = len(target)
+    subset = torch.utils.data.Subset(target, [i * n // 4 for i in range(4)])
+    reestimate_batchnorm(model, subset, cfg.adapt.target_batch_size, "cpu", amp=cfg.amp, channels_last=True)
+    torch.testing.assert_close(model.state_dict()["bn1.running_mean"], state["bn1.running_mean"])

@@ -10,15 +10,35 @@ every loss method adds its target loss on top. Introduced in notebook ``04_adapt
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..models import unwrap_model
+from .precision import autocast
+
+
+def statistics_images(dataset, count: int | None):
+    """The target images BatchNorm statistics are estimated from: all of ``dataset``, or ``count``
+    of them spread evenly over its list (every k-th item), so that a sorted list (Cityscapes is
+    sorted by city) is still covered.
+
+    Args:
+        dataset: the target train split (not augmented).
+        count: how many images, or None for all.
+    Returns:
+        ``dataset`` or a :class:`torch.utils.data.Subset` of it.
+    """
+    n = len(dataset)
+    if count is None or count >= n:
+        return dataset
+    if count < 1:
+        raise ValueError(f"eval.bn_images must be >= 1 or null, got {count}")
+    return Subset(dataset, [i * n // count for i in range(count)])
 
 
 @torch.no_grad()
 def reestimate_batchnorm(model: torch.nn.Module, dataset, batch_size: int, device: torch.device | str,
-                         progress: bool = False) -> int:
+                         progress: bool = False, amp: str = "none", channels_last: bool = False) -> int:
     """Replace every BatchNorm layer's running statistics by their average over ``dataset``.
 
     Args:
@@ -27,6 +47,9 @@ def reestimate_batchnorm(model: torch.nn.Module, dataset, batch_size: int, devic
         batch_size: images per forward pass.
         device: where the model runs.
         progress: a tqdm bar.
+        amp: the forward passes' precision (:func:`maxsq_lib.engine.precision.autocast`); the
+            statistics are accumulated in float32 either way.
+        channels_last: feed channels-last inputs.
     Returns:
         the number of images seen.
     """
@@ -40,8 +63,10 @@ def reestimate_batchnorm(model: torch.nn.Module, dataset, batch_size: int, devic
     seen = 0
     try:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         for images, _labels, _names in tqdm(loader, desc="adabn", disable=not progress, leave=False):
-            net(images.to(device), with_aux=False)
+            with autocast(device, amp):
+                net(images.to(device).contiguous(memory_format=memory_format), with_aux=False)
             seen += len(images)
     finally:
         for m, momentum in zip(layers, momenta):

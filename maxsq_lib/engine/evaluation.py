@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Collection, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +29,7 @@ from .. import metrics
 from ..labels import ClassSet, class_set_for
 from ..models import unwrap_model
 from .distributed import DistInfo, all_reduce_sum, single_process
+from .precision import autocast
 
 
 def predict_probabilities(model: torch.nn.Module, images: Tensor, flip: bool = False,
@@ -156,7 +156,8 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         batch_size: images per forward pass (labels of one batch must share a size).
         limit: evaluate only the first ``limit`` items.
         workers: DataLoader workers.
-        amp: ``"none"`` or ``"bf16"``/``"fp16"`` autocast for the forward pass.
+        amp: ``"none"`` (float32), ``"bf16"``/``"fp16"`` autocast for the forward pass, or
+            ``"auto"`` (:func:`maxsq_lib.engine.precision.resolve_amp`).
         channels_last: feed channels-last inputs.
         dist: distributed info; each rank evaluates a strided part and the sums are reduced.
         progress: show a tqdm bar.
@@ -185,8 +186,6 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
     entropy_sum = torch.zeros((), dtype=torch.float64, device=device)
     pixel_count = torch.zeros((), dtype=torch.float64, device=device)
     full_res = False
-    autocast = (torch.autocast(device_type=device.type, dtype=getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[amp]))
-                if amp != "none" else nullcontext())
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress or not dist.is_main)
     for images, labels, names in bar:
         images = images.to(device, non_blocking=True)
@@ -195,14 +194,14 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         label = torch.stack(labels).to(device, non_blocking=True)
         out_size = tuple(label.shape[-2:])
         full_res |= out_size != tuple(images.shape[-2:])
-        with autocast:
+        with autocast(device, amp):
             if probe is None:
                 probs = predict_probabilities(model, images, flip=flip, out_size=out_size)
             else:
                 main, aux = forward_logits(model, images, with_aux=probe.uses_aux, out_size=out_size)
                 probe.update(main, aux, label)
                 probs = main.softmax(dim=1)
-        pred = probs.argmax(dim=1)
+        pred = probs.max(dim=1).indices  # argmax's first maximum, several times faster on CPU
         accumulator.update(pred, label)
         for members, part, count in parts.values():
             keep = [i for i, name in enumerate(names) if name in members]

@@ -46,8 +46,10 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
 
 # What decides a run's model: a finished run is reused only if these settings are unchanged.
 # Paths (data and checkpoints may move), threads, devices, logging and the evaluation period are not.
-_SOURCE_KEYS = ("seed", "model.", "source.", "data.source", "data.num_classes")
-_ADAPT_KEYS = _SOURCE_KEYS + ("adapt.", "data.", "eval.flip", "eval.full_resolution_labels", "eval.limit")
+# Precision decides the model (bf16 and float32 runs differ); the memory format only reorders floats.
+_SOURCE_KEYS = ("seed", "amp", "model.", "source.", "data.source", "data.num_classes")
+_ADAPT_KEYS = _SOURCE_KEYS + ("adapt.", "data.", "eval.flip", "eval.full_resolution_labels", "eval.limit",
+                              "eval.bn_statistics", "eval.bn_images")
 _NOT_COMPARED = ("data.root", "data.workers", "source.init_checkpoint", "adapt.source_checkpoint")
 
 
@@ -93,13 +95,24 @@ def check_reusable(run_dir: str | os.PathLike, wanted: dict, stage: str) -> None
     if not path.is_file():
         raise RunExistsError(f"{run_dir} is marked finished but has no config.yaml; remove the folder "
                              f"to train it again")
-    mismatches = config_mismatches(load_yaml(path), wanted, stage)
+    mismatches = config_mismatches(load_yaml(path), with_concrete_amp(wanted), stage)
     if mismatches:
         shown = "\n  ".join(mismatches[:8]) + (f"\n  ... and {len(mismatches) - 8} more" if len(mismatches) > 8 else "")
         raise RunExistsError(
             f"{run_dir} is a finished run made with other settings than this command's:\n  {shown}\n"
             f"Remove that folder (or its whole runs/<profile>/ tree) to train it again, or pass --runs DIR "
             f"to keep both.")
+
+
+def with_concrete_amp(cfg: dict) -> dict:
+    """A config dict whose ``amp: auto`` is replaced by what this machine resolves it to (a run's
+    ``config.yaml`` holds the concrete precision it trained in)."""
+    if cfg.get("amp") != "auto":
+        return cfg
+    from .precision import resolve_amp
+    from .trainer import resolve_device
+
+    return {**cfg, "amp": resolve_amp("auto", resolve_device(cfg.get("device", "auto")))[0]}
 
 
 def _json_safe(value: Any) -> Any:

@@ -35,6 +35,7 @@ from ..labels import class_set_for
 from ..models import deeplabv2_from_preset, parameter_groups, unwrap_model
 from . import distributed as distm
 from .evaluation import EvalResult, evaluate
+from .precision import autocast, resolve_amp
 from .probe import AdaptationProbe
 from .runs import (FINISHED_MARKER, RunExistsError, config_mismatches, run_name, source_run_dir,
                    write_json_atomic)
@@ -70,13 +71,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def peak_rss_mb() -> float:
@@ -359,8 +353,14 @@ class _Run:
     best: dict | None = None
     before: dict | None = None
     elapsed_before: float = 0.0
+    loop_eval_seconds: float = 0.0
+    """Seconds of the evaluations during the loop (BatchNorm re-estimates included; resumed runs
+    included), so that the steps' own time is the loop's time less these."""
+    started: float = field(default_factory=time.perf_counter)
     saved_at: int | None = None
     """The iteration of the last good ``last.pt``."""
+    precision: dict = field(default_factory=dict)
+    """The precision the run computes in, what was asked for and why (``metrics.json``)."""
     bn_target_ds: object = None
     """Target train images (not augmented) to re-estimate BatchNorm on before each evaluation
     (``eval.bn_statistics: target``), else None."""
@@ -369,6 +369,14 @@ class _Run:
     def class_set(self):
         return class_set_for(self.cfg.data.num_classes)
 
+    def reestimate_batchnorm(self, model: torch.nn.Module, dataset, progress: bool = False) -> int:
+        """AdaBN of ``model`` on ``dataset`` in the run's precision and memory format."""
+        from .adabn import reestimate_batchnorm
+
+        return reestimate_batchnorm(model, dataset, self.cfg.adapt.target_batch_size, self.device,
+                                    progress=progress, amp=self.cfg.amp,
+                                    channels_last=self.cfg.channels_last)
+
     def evaluate(self, desc: str, probe: bool = False, **kw) -> EvalResult:
         """Score the model on target val (``probe``: also measure what the target loss does,
         :mod:`maxsq_lib.engine.probe`; adaptation runs in one process only)."""
@@ -376,14 +384,16 @@ class _Run:
             kw["probe"] = AdaptationProbe(self.plan.strategy)
         model = self.model
         if self.bn_target_ds is not None:  # score a copy: training goes on with its own statistics
-            from .adabn import reestimate_batchnorm
-
             model = copy.deepcopy(unwrap_model(self.model))
-            reestimate_batchnorm(model, self.bn_target_ds, self.cfg.adapt.target_batch_size, self.device)
+            self.reestimate_batchnorm(model, self.bn_target_ds)
         return evaluate(model, self.val_ds, self.class_set, desc=desc, **{**self.eval_kwargs, **kw})
 
 
 def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
+    # `amp: auto` becomes what this device computes best, once; config.yaml keeps the choice.
+    amp, reason = resolve_amp(cfg.amp, device)
+    precision = {"amp": amp, "requested": cfg.amp, "reason": reason, "channels_last": cfg.channels_last}
+    cfg = dataclasses.replace(cfg, amp=amp)
     _configure_backends(cfg, device, dist)
     run_dir = run_dir_for(cfg, stage)
     _prepare_run_dir(run_dir, cfg, stage, resume, overwrite, dist)
@@ -391,6 +401,9 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
     source_ds = build_dataset(cfg, "source")
     target_ds = build_dataset(cfg, "target") if stage == "adapt" else None
     run = _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress)
+    run.precision = precision
+    log(f"precision: {'float32' if amp == 'none' else amp} ({reason}), "
+        f"channels_last {'on' if cfg.channels_last else 'off'}")
     if resume and (run_dir / "last.pt").is_file():
         _resume(run)
     if dist.enabled:
@@ -415,12 +428,12 @@ def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
 def _finish_adabn(run: _Run, target_ds, progress: bool) -> dict:
     """The ``adabn`` control: BatchNorm statistics from the target train images (not augmented),
     no gradient step; recorded as a run of 0 iterations."""
-    from .adabn import reestimate_batchnorm
+    from .adabn import statistics_images
 
     t0 = time.perf_counter()
     target_ds.augment = False
-    seen = reestimate_batchnorm(run.model, target_ds, run.cfg.adapt.target_batch_size, run.device,
-                                progress=progress and run.dist.is_main)
+    seen = run.reestimate_batchnorm(run.model, statistics_images(target_ds, run.cfg.eval.bn_images),
+                                    progress=progress and run.dist.is_main)
     run.log(f"adabn: BatchNorm statistics re-estimated on {seen} target train images")
     run.plan = dataclasses.replace(run.plan, iterations=0)
     return _finish(run, time.perf_counter() - t0)
@@ -453,8 +466,11 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
                init_note, lambda_info, bn_mode, train_model=model)
     if stage == "adapt" and cfg.eval.bn_statistics == "target" and cfg.adapt.method != "adabn":
         # adabn's own step is the re-estimate; its `before` stays the source model as trained
-        run.bn_target_ds = build_dataset(cfg, "target")
-        run.bn_target_ds.augment = False
+        from .adabn import statistics_images
+
+        plain = build_dataset(cfg, "target")
+        plain.augment = False
+        run.bn_target_ds = statistics_images(plain, cfg.eval.bn_images)
     return run
 
 
@@ -467,6 +483,7 @@ def _resume(run: _Run) -> None:
     run.history, run.train_log = list(extra.get("history", [])), list(extra.get("train_log", []))
     run.best, run.before = extra.get("best"), extra.get("before")
     run.elapsed_before = float(extra.get("elapsed", 0.0))
+    run.loop_eval_seconds = float(extra.get("loop_eval_seconds", 0.0))
     run.log(f"resumed from {run.run_dir / 'last.pt'} at iteration {run.start}")
 
 
@@ -521,7 +538,9 @@ def _record(run: _Run, record: dict, it: int, bar) -> None:
 
 def _evaluate_during(run: _Run, sums: "_RunningSums", it: int) -> None:
     """Evaluate on target val; a new best (by :func:`best_criterion`) is saved as ``best.pt``."""
+    t0 = time.perf_counter()
     result = run.evaluate(f"eval @{it}", probe=True)
+    run.loop_eval_seconds += time.perf_counter() - t0
     entry = {"iteration": it, **_brief(result)}
     run.history.append(entry)
     run.log(f"iteration {it}: target val mIoU {100 * result.miou:.2f}, "
@@ -544,7 +563,8 @@ def _save_last(run: _Run, sums: "_RunningSums", it: int, elapsed: float) -> None
         ckpt.save_checkpoint(run.run_dir / "last.pt", model=unwrap_model(run.model),
                              optimizer=run.optimizer, step=it, config=run.cfg.to_dict(),
                              extra={"history": run.history, "train_log": run.train_log,
-                                    "best": run.best, "before": run.before, "elapsed": elapsed})
+                                    "best": run.best, "before": run.before, "elapsed": elapsed,
+                                    "loop_eval_seconds": run.loop_eval_seconds})
         run.saved_at = it
     distm.barrier(run.dist)
 
@@ -553,9 +573,7 @@ def _finish(run: _Run, train_seconds: float) -> dict:
     """Final evaluations, ``final.pt``, ``metrics.json`` and the ``FINISHED`` marker."""
     cfg, stage, plan, history = run.cfg, run.stage, run.plan, run.history
     if run.bn_target_ds is not None:  # the final model keeps the statistics it is scored with
-        from .adabn import reestimate_batchnorm
-
-        reestimate_batchnorm(run.model, run.bn_target_ds, cfg.adapt.target_batch_size, run.device)
+        run.reestimate_batchnorm(run.model, run.bn_target_ds)
         run.bn_target_ds = None
     final = run.evaluate("final eval")
     if run.best is None:  # no evaluation during training (adabn): the final model is the best
@@ -566,15 +584,12 @@ def _finish(run: _Run, train_seconds: float) -> dict:
         "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed,
         "class_set": run.class_set.name, "class_names": list(run.class_set.class_names),
         "iterations": plan.iterations, "lambda_target": plan.lambda_target,
-        "lambda_matching": run.lambda_info, "bn_mode": run.bn_mode,
+        "lambda_matching": run.lambda_info, "bn_mode": run.bn_mode, "precision": run.precision,
         "init": run.init_note, "before": run.before,
         "last": {"iteration": plan.iterations, **_brief(final), "confusion": final.confusion.tolist()},
         "best_on_target_val": run.best,
         "label_free_choice": min(history, key=lambda e: e["mean_entropy"]) if history else None,
         "history": history, "train_log": run.train_log,
-        "timing": {"train_seconds": train_seconds,
-                   "seconds_per_iteration": train_seconds / max(1, plan.iterations - run.start)
-                   if run.start < plan.iterations else None},
     }
     if cfg.eval.flip:
         flipped = run.evaluate("final eval (flip)", flip=True)
@@ -583,6 +598,13 @@ def _finish(run: _Run, train_seconds: float) -> dict:
         src_val = build_dataset(cfg, "source_val")
         kw = dict(run.eval_kwargs, limit=cfg.data.source_val_limit)
         metrics["source_val"] = _brief(evaluate(run.model, src_val, run.class_set, desc="source val", **kw))
+    step_seconds = train_seconds - run.loop_eval_seconds
+    metrics["timing"] = {
+        "train_seconds": train_seconds, "step_seconds": step_seconds,
+        "loop_eval_seconds": run.loop_eval_seconds,
+        "seconds_per_iteration": step_seconds / plan.iterations if plan.iterations else None,
+        # this process only: set-up, evaluations before and after the loop, and the loop
+        "wall_seconds": time.perf_counter() - run.started}
     metrics["peak_rss_mb"] = peak_rss_mb()
     metrics["provenance"] = provenance()
     if run.dist.is_main:
@@ -625,7 +647,7 @@ def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg
     images = images.to(device, non_blocking=True).contiguous(memory_format=cl)
     labels = labels.to(device, non_blocking=True)
     logs = {}
-    with _autocast(device, cfg.amp):
+    with autocast(device, cfg.amp):
         main, aux = model(images, with_aux=plan.source_aux)
         source_loss = losses.source_cross_entropy(main, labels)
         loss = source_loss
@@ -641,7 +663,7 @@ def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg
         t_images = t_images.to(device, non_blocking=True).contiguous(memory_format=cl)
         strategy = plan.strategy
         grad_ctx = torch.no_grad() if strategy.loss_fn is None else nullcontext()
-        with grad_ctx, _autocast(device, cfg.amp):
+        with grad_ctx, autocast(device, cfg.amp):
             t_main, t_aux = model(t_images, with_aux=strategy.uses_aux)
             t_loss, t_logs = strategy(t_main, t_aux)
         if t_loss is not None:
