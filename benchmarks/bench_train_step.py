@@ -1,26 +1,36 @@
-"""One adaptation iteration (source + target, MaxSquare+IW) of the ``cpu`` profile's model:
-this engine's step vs a plain eager loop written here.
+"""One adaptation iteration (source + target, MaxSquare+IW) of the ``cpu`` profile's model in every
+precision and memory format, and where the course's wall time goes.
 
-The plain loop is how the authors' trainer does it: contiguous NCHW tensors, the IW loss with a
-per-image CPU ``histc`` and boolean-mask indexing, ``zero_grad()`` filling zeros, and a host sync
-per iteration to log the loss values (``.item()``). The engine's step is
-``maxsq_lib.engine.trainer._train_step`` with the profile's settings and
-``zero_grad(set_to_none=True)``; logs stay on the device until a log interval. Both use the same
-number of threads (the machine's default), so the step itself is compared; the course's gain from
-running two one-thread processes at once is a separate, throughput effect.
+Part 1, the step. Interleaved in one process (the machine is noisy), on the same batches, each
+variant with its own copy of the same initial model and optimizer:
 
-Both variants alternate inside one process (the machine is noisy), on the same batches, and the
-script prints the median time per iteration of each and their ratio. Not a test.
+- fp32 NCHW, fp32 ``channels_last``, bf16 autocast, bf16 autocast + ``channels_last``: the engine's
+  step (``maxsq_lib.engine.trainer._train_step`` with ``zero_grad(set_to_none=True)``);
+- the profile's own choice (``amp: auto`` resolved on this machine, its ``channels_last``);
+- a plain eager loop in the authors' style (contiguous fp32 tensors, the IW loss with a per-image
+  CPU ``histc`` and boolean-mask indexing, ``zero_grad()`` filling zeros, a host sync per iteration).
 
-    python benchmarks/bench_train_step.py [--profile cpu] [--iterations 30]
+It prints the median time per iteration of each and its ratio to fp32 NCHW. One thread by default,
+as each of the course's two training processes runs.
+
+Part 2, the course. From the runs' own timing records (``metrics.json`` ``timing``) and
+``<runs>/<profile>/course_timings.json``: the wall time of ``maxsq course`` split into the source
+models, the adaptation runs' steps and their evaluations, the notebooks and the rest. Not a test.
+
+    python benchmarks/bench_train_step.py [--profile cpu] [--iterations 30] [--threads 1]
+                                          [--course-runs runs]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -28,8 +38,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from maxsq_lib import config as C  # noqa: E402
-from maxsq_lib.engine.trainer import (_build_optimizer, _RunningSums, _train_step,  # noqa: E402
-                                      build_dataset, build_model, plan_for)
+from maxsq_lib.engine.precision import resolve_amp  # noqa: E402
+from maxsq_lib.engine.trainer import (_build_optimizer, _train_step, build_dataset,  # noqa: E402
+                                      build_model, plan_for)
 
 
 def authors_iw_max_square(prob: torch.Tensor, ratio: float = 0.2) -> torch.Tensor:
@@ -51,7 +62,7 @@ def authors_iw_max_square(prob: torch.Tensor, ratio: float = 0.2) -> torch.Tenso
     return loss
 
 
-def plain_step(model, optimizer, images, labels, t_images, lambda_target: float) -> dict:
+def plain_step(model, optimizer, images, labels, t_images, lambda_target: float) -> None:
     # the authors' model always computes both heads; without --multi only the main one has a loss
     main, aux = model(images)
     loss = F.cross_entropy(main, labels, ignore_index=-1)
@@ -61,60 +72,24 @@ def plain_step(model, optimizer, images, labels, t_images, lambda_target: float)
     t_loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=False)
-    return {"loss": loss.item(), "target_loss": t_loss.item()}
+    loss.item(), t_loss.item()
 
 
-def engine_steps(profile: str, iterations: int, threads: int) -> float:
-    """Seconds per engine step over ``iterations`` steps with ``threads`` threads (after warm-up)."""
+def variants(cfg: C.RunConfig) -> list[tuple[str, C.RunConfig | None]]:
+    """(label, config) per variant; ``None`` is the plain loop."""
+    amp, _ = resolve_amp(cfg.amp, "cpu")
+    own = f"profile's own ({'fp32' if amp == 'none' else amp}{', channels_last' if cfg.channels_last else ''})"
+    table = [("fp32 NCHW", "none", False), ("fp32 channels_last", "none", True),
+             ("bf16 autocast", "bf16", False), ("bf16 autocast + channels_last", "bf16", True),
+             (own, amp, cfg.channels_last)]
+    out = [(label, dataclasses.replace(cfg, amp=a, channels_last=cl)) for label, a, cl in table]
+    return out + [("plain eager loop (authors' style)", None)]
+
+
+def bench_steps(profile: str, iterations: int, threads: int) -> list[tuple[str, float]]:
+    """Median seconds per iteration of every variant, interleaved."""
     torch.set_num_threads(threads)
     cfg = C.resolve(profile, None, "maxsquare_iw")
-    plan = plan_for(cfg, "adapt")
-    src, tgt = build_dataset(cfg, "source"), build_dataset(cfg, "target")
-    b, tb = plan.batch_size, plan.target_batch_size
-    images = torch.stack([src[i][0] for i in range(b)])
-    labels = torch.stack([src[i][1] for i in range(b)])
-    t_images = torch.stack([tgt[i][0] for i in range(tb)])
-    model = build_model(cfg)
-    optimizer = _build_optimizer(model, plan.optim)
-    model.train()
-    for it in range(iterations + 3):
-        if it == 3:
-            t0 = time.perf_counter()
-        _train_step(model, plan, images, labels, iter([(t_images, None, None)]), torch.device("cpu"), cfg)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return (time.perf_counter() - t0) / iterations
-
-
-def throughput(profile: str, iterations: int) -> None:
-    """Iterations per second of the machine: one process with 2 threads vs two 1-thread processes
-    at once (how ``maxsq course`` runs its jobs)."""
-    import subprocess
-    import sys
-
-    def run(threads: int, processes: int) -> float:
-        code = (f"import benchmarks.bench_train_step as b; "
-                f"print(b.engine_steps({profile!r}, {iterations}, {threads}))")
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-                 for _ in range(processes)]
-        per_step = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-        return sum(1.0 / t for t in per_step)
-
-    one = run(2, 1)
-    two = run(1, 2)
-    print(f"machine throughput, engine steps/s: 1 process x 2 threads {one:.2f}; "
-          f"2 processes x 1 thread {two:.2f}; ratio {two / one:.2f}x")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--throughput", action="store_true",
-                        help="also measure 1 process x 2 threads vs 2 processes x 1 thread")
-    args = parser.parse_args()
-    cfg = C.resolve(args.profile, None, "maxsquare_iw")
     plan = plan_for(cfg, "adapt")
     src, tgt = build_dataset(cfg, "source"), build_dataset(cfg, "target")
     b, tb = plan.batch_size, plan.target_batch_size
@@ -124,41 +99,83 @@ def main() -> None:
         t = [tgt[i] for i in range(k * tb, (k + 1) * tb)]
         batches.append((torch.stack([x[0] for x in s]), torch.stack([x[1] for x in s]),
                         torch.stack([x[0] for x in t])))
-    default_threads = torch.get_num_threads()
-
-    engine_model, plain_model = build_model(cfg), build_model(cfg)
-    plain_model.load_state_dict(engine_model.state_dict())
-    engine_opt = _build_optimizer(engine_model, plan.optim)
-    plain_opt = _build_optimizer(plain_model, plan.optim)
-    engine_model.train()
-    plain_model.train()
-    sums = _RunningSums(torch.device("cpu"))
-    times = {"engine": [], "plain": []}
-    for it in range(args.iterations + 3):
+    base = build_model(cfg)
+    runners = []
+    for label, vcfg in variants(cfg):
+        model = copy.deepcopy(base)
+        if vcfg is not None and vcfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.train()
+        runners.append((label, vcfg, model, _build_optimizer(model, plan.optim)))
+    times: dict[str, list[float]] = {label: [] for label, *_ in runners}
+    device = torch.device("cpu")
+    for it in range(iterations + 3):
         images, labels, t_images = batches[it % len(batches)]
-        torch.set_num_threads(default_threads)  # same threads for both: the step is compared
-        t0 = time.perf_counter()
-        logs = _train_step(engine_model, plan, images, labels,
-                           iter([(t_images, None, None)]), torch.device("cpu"), cfg)
-        engine_opt.step()
-        engine_opt.zero_grad(set_to_none=True)
-        sums.add(logs)
-        t1 = time.perf_counter()
-        torch.set_num_threads(default_threads)
-        plain_step(plain_model, plain_opt, images, labels, t_images, cfg.adapt.lambda_target)
-        t2 = time.perf_counter()
-        if it >= 3:  # warm-up
-            times["engine"].append(t1 - t0)
-            times["plain"].append(t2 - t1)
-    e, p = statistics.median(times["engine"]), statistics.median(times["plain"])
-    print(f"profile {args.profile}: batch {b}+{tb} at {tuple(cfg.data.source_size)}, "
-          f"model preset {cfg.model.preset}, {args.iterations} iterations each, alternating")
-    print(f"{'variant':<34}{'threads':>8}{'median s/it':>14}")
-    print(f"{'plain eager loop (authors style)':<34}{default_threads:>8}{p:>14.4f}")
-    print(f"{'maxsq engine step':<34}{default_threads:>8}{e:>14.4f}")
-    print(f"ratio plain / engine = {p / e:.2f}x")
-    if args.throughput:
-        throughput(args.profile, args.iterations)
+        for label, vcfg, model, optimizer in runners:
+            t0 = time.perf_counter()
+            if vcfg is None:
+                plain_step(model, optimizer, images, labels, t_images, cfg.adapt.lambda_target)
+            else:
+                _train_step(model, plan, images, labels, iter([(t_images, None, None)]), device, vcfg)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if it >= 3:  # warm-up
+                times[label].append(time.perf_counter() - t0)
+    print(f"profile {profile}: batch {b}+{tb} at {tuple(cfg.data.source_size)}, model preset "
+          f"{cfg.model.preset}, {threads} thread(s), {iterations} iterations each, interleaved")
+    return [(label, statistics.median(t)) for label, t in times.items()]
+
+
+def course_split(runs: Path, profile: str) -> None:
+    """Where ``maxsq course``'s wall time went, from the runs' own timing records."""
+    base = runs / profile
+    timings_path = base / "course_timings.json"
+    if not timings_path.is_file():
+        print(f"(no {timings_path}: run `make course` first for the course's split)")
+        return
+    course = json.loads(timings_path.read_text())
+    parts = {"source models (loop)": 0.0, "adaptation steps": 0.0,
+             "adaptation evaluations in the loop": 0.0, "runs' set-up, first and final evaluations": 0.0}
+    count = 0
+    for path in sorted(base.glob("*/*/seed*/metrics.json")):
+        m = json.loads(path.read_text())
+        t = m.get("timing") or {}
+        if "wall_seconds" not in t:
+            continue
+        count += 1
+        if m["stage"] == "source":
+            parts["source models (loop)"] += t["train_seconds"]
+        else:
+            parts["adaptation steps"] += t["step_seconds"]
+            parts["adaptation evaluations in the loop"] += t["loop_eval_seconds"]
+        parts["runs' set-up, first and final evaluations"] += t["wall_seconds"] - t["train_seconds"]
+    cpu_seconds = sum(parts.values())
+    print(f"\nmaxsq course ({profile}): {course['total'] / 60:.1f} min wall; training stage "
+          f"{course.get('training', 0) / 60:.1f} min wall for {count} runs "
+          f"(two processes at once: the run seconds below add up to about twice the wall)")
+    for name, seconds in parts.items():
+        print(f"  {name:<44}{seconds:8.0f} s  ({100 * seconds / max(cpu_seconds, 1e-9):4.1f} % of run time)")
+    notebooks = sum(v for k, v in course.items() if k.startswith("notebook "))
+    print(f"  {'notebooks (sum of their wall times)':<44}{notebooks:8.0f} s")
+    for key in ("data", "html", "summary+figures"):
+        if key in course:
+            print(f"  {key + ' (wall)':<44}{course[key]:8.0f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per step (the course runs two one-thread processes)")
+    parser.add_argument("--course-runs", default="runs", help="runs folder of a finished course")
+    args = parser.parse_args()
+    results = bench_steps(args.profile, args.iterations, args.threads)
+    reference = results[0][1]
+    print(f"{'variant':<40}{'median ms/it':>14}{'vs fp32 NCHW':>14}")
+    for label, seconds in results:
+        print(f"{label:<40}{1000 * seconds:>14.1f}{reference / seconds:>13.2f}x")
+    course_split(Path(args.course_runs), args.profile)
 
 
 if __name__ == "__main__":
