@@ -2013,13 +2013,14 @@ def evidence_sentences(course: CourseRuns) -> list[str]:
 
 
 def results_markdown(course: CourseRuns, notes: Mapping[str, str | None], dose: Mapping | None = None,
-                     dose_reason: str | None = None) -> str:
+                     dose_reason: str | None = None, precision: Sequence[str] = ()) -> str:
     """The text of ``results.md`` (see :func:`regenerate`).
 
     Args:
         course: the loaded runs.
         notes: figure file name -> None when written, else why it was skipped.
         dose: :func:`dose_evidence` (None: skipped for ``dose_reason``).
+        precision: the "Precision" section (:func:`~maxsq_lib.course.precision_study.precision_markdown`).
     Returns:
         markdown.
     """
@@ -2032,6 +2033,7 @@ def results_markdown(course: CourseRuns, notes: Mapping[str, str | None], dose: 
         lines.append(markdown_tables(benchmark, table))
     lines += _beside_paper_markdown(course)
     lines += dose_markdown(dose, dose_reason)
+    lines += list(precision)
     lines += ["## Figures", ""]
     for name, text in FIGURES.items():
         reason = notes.get(name)
@@ -2039,6 +2041,21 @@ def results_markdown(course: CourseRuns, notes: Mapping[str, str | None], dose: 
     lines += ["", "## What the evidence here supports", ""]
     lines += [f"- {s}" for s in evidence_sentences(course)] or ["- No adaptation runs to compare."]
     return "\n".join(lines) + "\n"
+
+
+def _precision_section(results: dict, runs: Sequence[dict], main: str | None) -> tuple[list[str], dict | None]:
+    """results.md's "Precision" section and its comparison, for a study with a λ sweep (the
+    committed one); the one-seed course has nothing to compare and gets no section."""
+    from . import precision_study as ps
+    from .notebook import project_root
+
+    reference = ps.load_reference(project_root())
+    if main is None or reference is None or not any("-lambda" in m["run"] for m in runs):
+        return [], None
+    comparison = ps.compare_with_reference(results["benchmarks"][main]["runs"], reference["runs"])
+    lines = ps.precision_markdown(comparison, ps.describe_runs(runs), reference["what"],
+                                  ps.batchnorm_subset_check(runs), "no final model of seed 0 found")
+    return lines, comparison
 
 
 # ------------------------------------------------------------------------------------ regenerate
@@ -2124,9 +2141,13 @@ def regenerate(runs_root: str | os.PathLike = "runs", profile: str = "cpu", data
         dose = dose_evidence(profile, main, runs_root, data_root)
     except MissingEvidence as exc:
         dose_reason = str(exc)
-    written.append(write_text_atomic(out / "results.md", results_markdown(course, notes, dose, dose_reason)))
     results = results_json(course.by_benchmark, course.tables, course.profile)
+    precision, comparison = _precision_section(results, runs, main)
+    written.append(write_text_atomic(out / "results.md",
+                                     results_markdown(course, notes, dose, dose_reason, precision)))
     if dose is not None:
         results["benchmarks"][main]["dose_at_start"] = dose
+    if comparison is not None:
+        results["benchmarks"][main]["precision_check"] = comparison
     written.append(write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n"))
     return written
