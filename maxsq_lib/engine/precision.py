@@ -37,7 +37,7 @@ def resolve_amp(amp: str, device: torch.device | str) -> tuple[str, str]:
 
     Args:
         amp: one of :data:`AMP_CHOICES`.
-        device: where the run computes.
+        device: where the run computes (``"auto"``: CUDA when available, else the CPU).
     Returns:
         ``(concrete, reason)``: concrete is ``none``, ``bf16`` or ``fp16``; reason is one line.
     """
@@ -45,6 +45,8 @@ def resolve_amp(amp: str, device: torch.device | str) -> tuple[str, str]:
         raise ValueError(f"amp must be one of {list(AMP_CHOICES)}, got {amp!r}")
     if amp != "auto":
         return amp, "set explicitly"
+    if device == "auto":  # as the engine resolves it: CUDA when there is one
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cpu":
         if cpu_has_native_bf16():

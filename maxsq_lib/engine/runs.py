@@ -110,9 +110,8 @@ def with_concrete_amp(cfg: dict) -> dict:
     if cfg.get("amp") != "auto":
         return cfg
     from .precision import resolve_amp
-    from .trainer import resolve_device
 
-    return {**cfg, "amp": resolve_amp("auto", resolve_device(cfg.get("device", "auto")))[0]}
+    return {**cfg, "amp": resolve_amp("auto", cfg.get("device", "auto"))[0]}
 
 
 def _json_safe(value: Any) -> Any:
