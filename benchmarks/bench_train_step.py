@@ -126,6 +126,50 @@ def bench_steps(profile: str, iterations: int, threads: int) -> list[tuple[str, 
     return [(label, statistics.median(t)) for label, t in times.items()]
 
 
+def own_steps(profile: str, iterations: int, threads: int) -> float:
+    """Seconds per step of the profile's own variant alone (warm-up excluded)."""
+    torch.set_num_threads(threads)
+    cfg = C.resolve(profile, None, "maxsquare_iw")
+    cfg = dataclasses.replace(cfg, amp=resolve_amp(cfg.amp, "cpu")[0])
+    plan = plan_for(cfg, "adapt")
+    src, tgt = build_dataset(cfg, "source"), build_dataset(cfg, "target")
+    images = torch.stack([src[i][0] for i in range(plan.batch_size)])
+    labels = torch.stack([src[i][1] for i in range(plan.batch_size)])
+    t_images = torch.stack([tgt[i][0] for i in range(plan.target_batch_size)])
+    model = build_model(cfg)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _build_optimizer(model, plan.optim)
+    model.train()
+    for it in range(iterations + 3):
+        if it == 3:
+            t0 = time.perf_counter()
+        _train_step(model, plan, images, labels, iter([(t_images, None, None)]), torch.device("cpu"), cfg)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return (time.perf_counter() - t0) / iterations
+
+
+def throughput(profile: str, iterations: int) -> None:
+    """Steps per second of the whole machine, the profile's own variant: one process with two
+    threads against two one-thread processes at once (how ``maxsq course`` runs its jobs)."""
+    import subprocess
+    import sys
+
+    def run(threads: int, processes: int) -> float:
+        code = (f"import benchmarks.bench_train_step as b; "
+                f"print(b.own_steps({profile!r}, {iterations}, {threads}))")
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+                 for _ in range(processes)]
+        return sum(1.0 / float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+    one_alone, one_two, two_one = run(1, 1), run(2, 1), run(1, 2)
+    print(f"\nmachine throughput, profile's own step, steps/s: 1 process x 1 thread {one_alone:.2f}; "
+          f"1 process x 2 threads {one_two:.2f}; 2 processes x 1 thread {two_one:.2f} "
+          f"(ratio of the last two {two_one / one_two:.2f}x)")
+
+
 def course_split(runs: Path, profile: str) -> None:
     """Where ``maxsq course``'s wall time went, from the runs' own timing records."""
     base = runs / profile
@@ -169,12 +213,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="threads per step (the course runs two one-thread processes)")
     parser.add_argument("--course-runs", default="runs", help="runs folder of a finished course")
+    parser.add_argument("--throughput", action="store_true",
+                        help="also: 1 process x 2 threads against 2 one-thread processes at once")
     args = parser.parse_args()
     results = bench_steps(args.profile, args.iterations, args.threads)
     reference = results[0][1]
     print(f"{'variant':<40}{'median ms/it':>14}{'vs fp32 NCHW':>14}")
     for label, seconds in results:
         print(f"{label:<40}{1000 * seconds:>14.1f}{reference / seconds:>13.2f}x")
+    if args.throughput:
+        throughput(args.profile, args.iterations)
     course_split(Path(args.course_runs), args.profile)
 
 
