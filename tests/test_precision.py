@@ -40,7 +40,7 @@ def test_autocast_contexts(monkeypatch):
 def test_config_rejects_an_unknown_precision():
     with pytest.raises(C.ConfigError, match="amp must be one of"):
         C.resolve("smoke", overrides={"amp": "half"})
-    assert C.resolve("cpu").amp == "auto" and C.resolve("cpu").channels_last is True
+    assert C.resolve("cpu").amp == "none" and C.resolve("cpu").channels_last is True  # bf16: not adopted
 
 
 @pytest.mark.parametrize("has_bf16", [False, True])
@@ -93,7 +93,8 @@ def test_the_precision_comparison_by_hand():
     assert row["agrees"] is False
     assert next(r for r in c["rows"] if r["run"] == "adabn")["agrees"] is None
     assert c["collapse"] == {"maxsquare": (1.0, 3.0)}
-    text = "\n".join(ps.precision_markdown(c, "bf16", "float32 reference", [], "no model"))
+    text = "\n".join(ps.precision_markdown([("bf16", c)], "float32 reference", [], "no model"))
+    assert "### bf16" in text and "Reference: float32 reference" in text
     assert "| maxsquare | 0, 1 | 43.25 | 43.00 | +0.75 ± 0.35 | +0.25 ± 0.35 | -0.50 | 0.35 | **no** |" in text
     assert "Gains over adabn that agree: 0 of 1." in text
     assert "| maxsquare | 1 | 3 | **no** |" in text and "Skipped: no model." in text

@@ -2049,13 +2049,19 @@ def _precision_section(results: dict, runs: Sequence[dict], main: str | None) ->
     from . import precision_study as ps
     from .notebook import project_root
 
-    reference = ps.load_reference(project_root())
+    root = project_root()
+    reference = ps.load_reference(root)
     if main is None or reference is None or not any("-lambda" in m["run"] for m in runs):
         return [], None
     comparison = ps.compare_with_reference(results["benchmarks"][main]["runs"], reference["runs"])
-    lines = ps.precision_markdown(comparison, ps.describe_runs(runs), reference["what"],
-                                  ps.batchnorm_subset_check(runs), "no final model of seed 0 found")
-    return lines, comparison
+    comparisons = [(f"This study: {ps.describe_runs(runs)}", comparison)]
+    for title, file in ps.TRIED_FILES.items():
+        tried = ps.load_reference(root, file)
+        if tried is not None:
+            comparisons.append((title, ps.compare_with_reference(tried["runs"], reference["runs"])))
+    lines = ps.precision_markdown(comparisons, reference["what"], ps.batchnorm_subset_check(runs),
+                                  "no final model of seed 0 found")
+    return lines, {"this_study": comparison, **{t: c for t, c in comparisons[1:]}}
 
 
 # ------------------------------------------------------------------------------------ regenerate

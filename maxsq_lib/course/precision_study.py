@@ -2,9 +2,10 @@
 
 The study was first committed in float32 with NCHW tensors and BatchNorm statistics re-estimated
 from all 1,000 target train images; its per-seed numbers are kept in
-``figures/reference/study_fp32.json``. The profile now computes in bf16 autocast with
-``channels_last`` (where the CPU has bf16 instructions) and re-estimates BatchNorm from 250 of the
-images. Two checks, with rules fixed before the bf16 study was run:
+``figures/reference/study_fp32.json``. A study in bf16 autocast with ``channels_last`` was tried
+and kept (``study_bf16.json``); the profile now computes in float32 with ``channels_last`` and
+re-estimates BatchNorm from 250 of the images. Each is compared with the reference by two checks,
+with rules fixed before the bf16 study was run:
 
 1. **The table.** For every row of the main table (the controls and the four losses), the paired
    gain over ``adabn`` (per seed, test at the dev-chosen evaluation) agrees with the reference when
@@ -31,6 +32,10 @@ from ..config import LOSS_METHODS, TABLE_METHODS
 REFERENCE_FILE = Path("figures") / "reference" / "study_fp32.json"
 """The float32 study's per-seed numbers, relative to the project root."""
 
+TRIED_FILES = {"bf16 autocast + channels_last, BatchNorm from 250 images (tried, not adopted)":
+               Path("figures") / "reference" / "study_bf16.json"}
+"""Studies tried and kept for the comparison (title -> file relative to the project root)."""
+
 COLLAPSE_DROP = 1.0
 """Points below adabn's test mIoU at which a run's last evaluation counts as collapsed (about the
 float32 study's resolution, 0.87 points, rounded up; fixed before the bf16 runs)."""
@@ -43,9 +48,9 @@ BN_CHECK_RUNS = ("adabn", "none", "minent", "maxsquare", "maxsquare_iw", "maxsqu
 """Seed-0 runs whose final models :func:`batchnorm_subset_check` re-scores (the last two collapse)."""
 
 
-def load_reference(root: str | Path = ".") -> dict | None:
-    """The float32 study (``figures/reference/study_fp32.json`` under ``root``), or None."""
-    path = Path(root) / REFERENCE_FILE
+def load_reference(root: str | Path = ".", file: Path = REFERENCE_FILE) -> dict | None:
+    """A kept study (default: the float32 reference) under ``root``, or None."""
+    path = Path(root) / file
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -135,43 +140,50 @@ def _lam(x: float | None) -> str:
     return "none" if x is None else f"{x:g}"
 
 
-def precision_markdown(comparison: dict | None, now: str, reference_text: str,
+def _comparison_markdown(title: str, comparison: dict) -> list[str]:
+    lines = [f"### {title}", "",
+             "| run | seeds | reported, reference | reported, compared | gain over adabn, reference "
+             "| gain over adabn, compared | difference | pooled std | agrees |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in comparison["rows"]:
+        g = r["gain"] or (None, None, None, None)
+        agrees = "–" if r["agrees"] is None else ("yes" if r["agrees"] else "**no**")
+        lines.append(f"| {r['run']} | {', '.join(map(str, r['seeds']))} | {_f(r['reported'][0])} | "
+                     f"{_f(r['reported'][1])} | {_f(g[0], True)} ± {_f(g[1])} | {_f(g[2], True)} ± {_f(g[3])} "
+                     f"| {_f(r['difference'], True)} | {_f(r['pooled_std'])} | {agrees} |")
+    judged = [r for r in comparison["rows"] if r["agrees"] is not None]
+    lines += ["", f"Gains over adabn that agree: {sum(r['agrees'] for r in judged)} of {len(judged)}.", ""]
+    if comparison["collapse"]:
+        lines += ["| loss | collapses from λ_T, reference | compared | same |", "|---|---|---|---|"]
+        for m, (ref, now_lam) in comparison["collapse"].items():
+            lines.append(f"| {m} | {_lam(ref)} | {_lam(now_lam)} | {'yes' if ref == now_lam else '**no**'} |")
+        lines.append("")
+    return lines
+
+
+def precision_markdown(comparisons: Sequence[tuple[str, dict]], reference_text: str,
                        bn_check: Sequence[dict] | None = None, bn_note: str | None = None) -> list[str]:
     """The "Precision" section of ``results.md``.
 
     Args:
-        comparison: :func:`compare_with_reference` (None: no reference or no table here).
-        now: how this study computes (e.g. "bf16 autocast, channels_last, BatchNorm from 250 images").
+        comparisons: ``(title, compare_with_reference(...))`` per compared study (this one, and
+            the studies tried and kept in ``figures/reference/``).
         reference_text: the reference file's description.
-        bn_check: :func:`batchnorm_subset_check` rows (None: skipped for ``bn_note``).
+        bn_check: :func:`batchnorm_subset_check` rows (None or empty: skipped for ``bn_note``).
     """
     lines = ["## Precision", "",
-             f"This study: {now}. Reference: {reference_text}", "",
+             f"Reference: {reference_text}", "",
              "Rules fixed before the runs: a row's paired gain over adabn agrees when its mean differs "
              "from the reference's by at most the pooled seed std; a loss collapses at the smallest "
              f"λ_T whose last-evaluation test mIoU is more than {COLLAPSE_DROP:g} point below adabn's "
              "(seed 0), and both studies must name the same λ_T.", ""]
-    if comparison is None or not comparison["rows"]:
+    if not comparisons:
         lines += ["No comparison: the reference file or the main table's runs are missing.", ""]
-    else:
-        lines += ["| run | seeds | reported, reference | reported, this study | gain over adabn, reference "
-                  "| gain over adabn, this study | difference | pooled std | agrees |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in comparison["rows"]:
-            g = r["gain"] or (None, None, None, None)
-            agrees = "–" if r["agrees"] is None else ("yes" if r["agrees"] else "**no**")
-            lines.append(f"| {r['run']} | {', '.join(map(str, r['seeds']))} | {_f(r['reported'][0])} | "
-                         f"{_f(r['reported'][1])} | {_f(g[0], True)} ± {_f(g[1])} | {_f(g[2], True)} ± {_f(g[3])} "
-                         f"| {_f(r['difference'], True)} | {_f(r['pooled_std'])} | {agrees} |")
-        judged = [r for r in comparison["rows"] if r["agrees"] is not None]
-        lines += ["", f"Gains over adabn that agree: {sum(r['agrees'] for r in judged)} of {len(judged)}.", ""]
-        if comparison["collapse"]:
-            lines += ["| loss | collapses from λ_T, reference | this study | same |", "|---|---|---|---|"]
-            for m, (ref, now_lam) in comparison["collapse"].items():
-                lines.append(f"| {m} | {_lam(ref)} | {_lam(now_lam)} | {'yes' if ref == now_lam else '**no**'} |")
-            lines.append("")
-    lines += ["BatchNorm statistics from the profile's subset of the target train images against all of them, "
-              f"on this study's seed-0 final models (test mIoU, tolerance {BN_SUBSET_TOLERANCE:g} point):", ""]
+    for title, comparison in comparisons:
+        lines += _comparison_markdown(title, comparison)
+    lines += ["### BatchNorm statistics from a subset", "",
+              "The profile's subset of the target train images against all of them, on this study's "
+              f"seed-0 final models (test mIoU, tolerance {BN_SUBSET_TOLERANCE:g} point):", ""]
     if not bn_check:
         lines += [f"Skipped: {bn_note or 'no final model found'}.", ""]
         return lines
