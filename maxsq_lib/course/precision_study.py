@@ -70,13 +70,14 @@ def collapse_lambda(runs: Mapping[str, dict], method: str) -> float | None:
         method: a loss method.
     """
     adabn = (runs.get("adabn") or {}).get("seeds", {}).get("0")
-    if adabn is None:
+    if adabn is None or adabn.get("miou") is None:
         return None
     floor = adabn["miou"] - COLLAPSE_DROP
     points = sorted((row["lambda_target"], row["seeds"]["0"]["miou_last"])
                     for name, row in runs.items()
                     if (name == method or name.startswith(f"{method}-lambda")) and "0" in row["seeds"]
-                    and isinstance(row["lambda_target"], (int, float)))
+                    and isinstance(row["lambda_target"], (int, float))
+                    and row["seeds"]["0"].get("miou_last") is not None)
     return next((lam for lam, last in points if last < floor), None)
 
 
@@ -100,8 +101,8 @@ def compare_with_reference(runs: Mapping[str, dict], reference: Mapping[str, dic
         row = {"run": name, "seeds": [int(s) for s in seeds], "reported": reported,
                "gain": None, "difference": None, "pooled_std": None, "agrees": None}
         if name != "adabn":
-            g_ref = _mean_std([ref["seeds"][s]["gain_over_adabn"] for s in seeds])
-            g_now = _mean_std([now["seeds"][s]["gain_over_adabn"] for s in seeds])
+            g_ref = _mean_std([ref["seeds"][s].get("gain_over_adabn") for s in seeds])
+            g_now = _mean_std([now["seeds"][s].get("gain_over_adabn") for s in seeds])
             row["gain"] = (*g_ref, *g_now)
             if g_ref[0] is not None and g_now[0] is not None:
                 row["difference"] = g_now[0] - g_ref[0]
@@ -232,8 +233,10 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
         if m is None:
             continue
         run_dir = Path(m["run_dir"])
+        if not (run_dir / "config.yaml").is_file() or not (run_dir / "final.pt").is_file():
+            continue
         cfg = C.from_dict(C.load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-        if cfg.eval.bn_images is None or not (run_dir / "final.pt").is_file():
+        if cfg.eval.bn_images is None:
             continue
         target = build_dataset(cfg, "target")
         target.augment = False
