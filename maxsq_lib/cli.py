@@ -53,6 +53,9 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of a finished run (refused otherwise)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--wait", action="store_true",
+                   help="if another process is writing this run folder, wait for it (default: stop "
+                        "and name it); a run it finishes is then reused, not trained again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,7 +386,7 @@ def _train_and_report(cfg, stage: str, args) -> int:
     from .engine import train
 
     metrics = train(cfg, stage, resume=args.resume, overwrite=args.overwrite,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, wait_for_lock=args.wait)
     last = metrics["last"]
     print(f"{metrics['run']} seed {cfg.seed}: target val mIoU {100 * last['miou']:.2f} (last), "
           f"best {100 * metrics['best_on_target_val']['miou']:.2f}; outputs in "
@@ -528,6 +531,21 @@ def _cmd_figures(args) -> int:
     return 0
 
 
+def _what_was_kept(args) -> str:
+    """One line for Ctrl-C: what is on disk and how to go on."""
+    from .engine.runs import is_finished
+
+    runs = Path(getattr(args, "runs", None) or "runs") / str(getattr(args, "profile", None) or "")
+    if args.command in ("course", "reproduce"):
+        finished = sum(1 for d in runs.glob("*/*/seed*") if is_finished(d))
+        return (f"Kept: {finished} finished runs under {runs}/ (an interrupted run keeps its last "
+                f"checkpoint, last.pt); run the same command again to reuse them and continue.")
+    if args.command in ("train-source", "adapt", "run"):
+        return ("Kept: the run's last checkpoint (last.pt, every checkpoint_every iterations); run the "
+                "same command with --resume to continue it exactly.")
+    return "Nothing was written by the interrupted step."
+
+
 def main(argv: list[str] | None = None) -> int:
     # Before torch starts: libgomp's spin-waiting made training steps several times slower on a
     # busy 2-core machine. An entry point's business, not an import's.
@@ -541,8 +559,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
 
+    from .engine.runlock import RunLockedError
+
     known = (ConfigError, RunExistsError, MissingInputError, TrainingDiverged, FileNotFoundError,
-             CheckpointError)
+             CheckpointError, RunLockedError)
     try:
         from .data import DatasetError
 
@@ -573,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     except known as exc:
         print(f"maxsq {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"maxsq {args.command}: interrupted. {_what_was_kept(args)}", file=sys.stderr)
+        return 130
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -132,7 +132,8 @@ def ensure_run(cfg: C.RunConfig, stage: str, progress: bool = True) -> dict:
         return read_metrics(run_dir)
     resume = (run_dir / "last.pt").is_file()
     print(f"{'resuming' if resume else 'training'} {run_dir} ...")
-    return train(cfg, stage, resume=resume, progress=progress)
+    # `make course` may be training this very run: wait for it and use its result
+    return train(cfg, stage, resume=resume, progress=progress, wait_for_lock=True)
 
 
 def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",

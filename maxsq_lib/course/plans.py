@@ -203,8 +203,11 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log=print) -> dict[str, float]:
         log_path = job.run_dir / "console.log"
         t0 = time.perf_counter()
         with open(log_path, "w") as fh:
+            # --wait: a notebook (or another command) writing this run is waited for, not raced;
+            # --resume: an interrupted run goes on from its last checkpoint, exactly
+            resume = ["--resume"] if (job.run_dir / "last.pt").is_file() else []
             proc = subprocess.Popen([sys.executable, "-m", "maxsq_lib", "run", "--config", str(spec),
-                                     "--stage", job.stage, "--no-progress"],
+                                     "--stage", job.stage, "--no-progress", "--wait", *resume],
                                     stdout=fh, stderr=subprocess.STDOUT, env=env)
             procs[job.name] = proc
             rc = proc.wait()

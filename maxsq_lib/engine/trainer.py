@@ -37,8 +37,9 @@ from . import distributed as distm
 from .evaluation import EvalResult, evaluate
 from .precision import autocast, resolve_amp
 from .probe import AdaptationProbe
-from .runs import (FINISHED_MARKER, RunExistsError, config_mismatches, run_name, source_run_dir,
-                   write_json_atomic)
+from .runlock import run_lock
+from .runs import (FINISHED_MARKER, RunExistsError, check_reusable, config_mismatches, is_finished,
+                   read_metrics, run_name, source_run_dir, write_json_atomic)
 from .sampling import StreamBatchSampler, StreamDataset
 from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config, make_strategy
 from .weights import load_into
@@ -263,7 +264,7 @@ def run_dir_for(cfg: config_mod.RunConfig, stage: str) -> Path:
 
 
 def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, wait_for_lock: bool = False) -> dict:
     """Train one stage and evaluate it; returns the metrics written to ``metrics.json``.
 
     Args:
@@ -273,6 +274,10 @@ def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwr
             data order).
         overwrite: allow replacing a finished run's outputs (otherwise an error).
         progress: tqdm bars.
+        wait_for_lock: when another process is writing this run folder
+            (:mod:`maxsq_lib.engine.runlock`), wait for it instead of raising
+            :class:`~maxsq_lib.engine.runlock.RunLockedError`; if it finished this very run, its
+            metrics are returned (after the reuse check) rather than training it again.
     Returns:
         the metrics dict.
     """
@@ -283,7 +288,8 @@ def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwr
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        return _train(cfg, stage, device, dist, resume=resume, overwrite=overwrite, progress=progress)
+        return _train(cfg, stage, device, dist, resume=resume, overwrite=overwrite, progress=progress,
+                      wait_for_lock=wait_for_lock)
     finally:
         distm.shutdown(dist)
 
@@ -389,13 +395,24 @@ class _Run:
         return evaluate(model, self.val_ds, self.class_set, desc=desc, **{**self.eval_kwargs, **kw})
 
 
-def _train(cfg, stage, device, dist, *, resume, overwrite, progress) -> dict:
+def _train(cfg, stage, device, dist, *, resume, overwrite, progress, wait_for_lock) -> dict:
     # `amp: auto` becomes what this device computes best, once; config.yaml keeps the choice.
     amp, reason = resolve_amp(cfg.amp, device)
     precision = {"amp": amp, "requested": cfg.amp, "reason": reason, "channels_last": cfg.channels_last}
     cfg = dataclasses.replace(cfg, amp=amp)
-    _configure_backends(cfg, device, dist)
     run_dir = run_dir_for(cfg, stage)
+    # one writer per run folder (rank 0 writes for all ranks)
+    lock = run_lock(run_dir, wait=wait_for_lock, log=tqdm.write) if dist.is_main else nullcontext(False)
+    with lock as waited:
+        if waited and is_finished(run_dir) and not overwrite:  # the writer we waited for made it
+            check_reusable(run_dir, cfg.to_dict(), stage)
+            return read_metrics(run_dir)
+        return _train_locked(cfg, stage, device, dist, run_dir, resume, overwrite, progress, precision)
+
+
+def _train_locked(cfg, stage, device, dist, run_dir, resume, overwrite, progress, precision) -> dict:
+    amp, reason = precision["amp"], precision["reason"]
+    _configure_backends(cfg, device, dist)
     _prepare_run_dir(run_dir, cfg, stage, resume, overwrite, dist)
     log = _Logger(run_dir / "train.log", enabled=dist.is_main)
     source_ds = build_dataset(cfg, "source")

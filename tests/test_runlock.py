@@ -1,0 +1,91 @@
+"""One writer per run folder: two processes started together, waiting, a killed holder, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from maxsq_lib.engine.runlock import LOCK_NAME, RunLockedError, run_lock
+
+ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+
+
+def _train_source(root, runs, *extra):
+    return subprocess.Popen([sys.executable, "-m", "maxsq_lib", "train-source", "--profile", "smoke",
+                             "--data-root", str(root), "--runs", str(runs), "--no-progress",
+                             "--set", "threads=1", "--set", "source.iterations=12",
+                             "--set", "source.schedule_horizon=12", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def test_a_second_writer_is_told_who_holds_the_run(smoke_root, tmp_path):
+    first, second = _train_source(smoke_root, tmp_path), _train_source(smoke_root, tmp_path)
+    outs = [p.communicate(timeout=300) + (p.returncode,) for p in (first, second)]
+    codes = sorted(rc for _out, _err, rc in outs)
+    assert codes == [0, 2], outs
+    _out, err, _rc = next(o for o in outs if o[2] == 2)
+    assert "is being written by pid" in err and "train-source" in err and "--wait" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    log = (tmp_path / "smoke/minicity/source_multi/seed0/train.log").read_text()
+    assert log.count("initialised from scratch") == 1 and log.count("finished:") == 1
+
+
+def test_waiting_writer_reuses_the_run_it_waited_for(smoke_root, tmp_path):
+    first = _train_source(smoke_root, tmp_path)
+    time.sleep(0.3)
+    second = _train_source(smoke_root, tmp_path, "--wait")
+    out1, err1 = first.communicate(timeout=300)
+    out2, err2 = second.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, (err1, err2)
+    assert "waiting for" in out2 + err2
+    # both report the one run; it was trained once
+    assert out1.strip().splitlines()[-1] == out2.strip().splitlines()[-1]
+    log = (tmp_path / "smoke/minicity/source_multi/seed0/train.log").read_text()
+    assert log.count("finished:") == 1
+
+
+def test_a_lock_left_by_a_killed_process_is_recovered(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import time; from maxsq_lib.engine.runlock import run_lock\n"
+                               f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunLockedError, match=f"pid {holder.pid} on .* since"):
+        with run_lock(tmp_path):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    notes = []
+    with run_lock(tmp_path, log=notes.append) as waited:
+        assert waited is False
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert len(notes) == 1 and f"pid {holder.pid}" in notes[0] and "no longer runs" in notes[0]
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # released cleanly: nothing to recover next time
+    with run_lock(tmp_path, log=notes.append):
+        pass
+    assert len(notes) == 1
+
+
+def test_ctrl_c_says_what_was_kept_in_one_line(smoke_root, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "maxsq_lib", "train-source", "--profile", "smoke",
+                             "--data-root", str(smoke_root), "--runs", str(tmp_path), "--no-progress",
+                             "--set", "threads=1", "--set", "source.iterations=100000",
+                             "--set", "source.schedule_horizon=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    last = tmp_path / "smoke/minicity/source_multi/seed0/last.pt"
+    deadline = time.time() + 120
+    while not last.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.is_file()
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "interrupted" in err and "last.pt" in err and "--resume" in err
