@@ -117,6 +117,22 @@ def _add_data_check(sub) -> argparse.ArgumentParser:
     return chk
 
 
+def _recipe_flags(p: argparse.ArgumentParser, adapt: bool) -> None:
+    """The recipe values a researcher changes most (any other: --set KEY=VALUE)."""
+    g = p.add_argument_group("recipe (default: the profile's)")
+    g.add_argument("--iterations", *(() if adapt else ("--iter_stop",)), dest="iterations", type=int,
+                   default=None, help="iterations to train; the poly schedule's horizon stays the "
+                                      "profile's unless --schedule-horizon is given (the command says so)")
+    g.add_argument("--schedule-horizon", dest="schedule_horizon", type=int, default=None,
+                   help="the poly schedule's horizon (the authors stop source training at 80k of 200k)")
+    g.add_argument("--lr", dest="lr", type=float, default=None, help="base learning rate (heads × head_lr_mult)")
+    g.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="source images per iteration")
+    if adapt:
+        g.add_argument("--target-batch-size", dest="target_batch_size", type=int, default=None,
+                       help="target images per iteration")
+
+
 def _add_train_source(sub) -> argparse.ArgumentParser:
     """``maxsq train-source``."""
     ts = sub.add_parser("train-source", help="source-only pretraining")
@@ -124,7 +140,7 @@ def _add_train_source(sub) -> argparse.ArgumentParser:
     _train_flags(ts)
     ts.add_argument("--multi", type=_bool, default=None, metavar="BOOL",
                     help="also train the aux head with λ_seg·CE (the authors' --multi)")
-    ts.add_argument("--iterations", "--iter_stop", dest="iterations", type=int, default=None)
+    _recipe_flags(ts, adapt=False)
     ts.add_argument("--init-checkpoint", default=None,
                     help="DeepLab init file (default: profile; 'none' = from scratch)")
     _aspp_flag(ts)
@@ -162,7 +178,7 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
     ad.add_argument("--source-checkpoint", "--pretrained_ckpt_file", dest="source_checkpoint",
                     default=None, help="start from this checkpoint (ours or the authors') instead "
                                        "of this profile's source run")
-    ad.add_argument("--iterations", dest="iterations", type=int, default=None)
+    _recipe_flags(ad, adapt=True)
     _aspp_flag(ad)
     ad.add_argument("--tag", default=None,
                     help="suffix of the run folder (<method>-<tag>) for variants of a method")
@@ -307,11 +323,23 @@ def resolve_from_args(args, method: str | None = None):
         value = getattr(args, flag, None)
         if value is not None:
             extra.setdefault("adapt", {})[key] = value
-    if getattr(args, "iterations", None) is not None:
-        stage = "adapt" if method else "source"
+    stage = "adapt" if method else "source"
+    recipe = {key: getattr(args, flag, None) for flag, key in
+              (("iterations", "iterations"), ("schedule_horizon", "schedule_horizon"),
+               ("batch_size", "batch_size"), ("target_batch_size", "target_batch_size"))}
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    if getattr(args, "lr", None) is not None:
+        recipe["optim"] = {"lr": args.lr}
+    if "iterations" in recipe and "schedule_horizon" not in recipe:
         base = C.resolve(args.profile, getattr(args, "benchmark", None), method)
         horizon = max(getattr(base, stage).schedule_horizon, args.iterations)
-        extra.setdefault(stage, {}).update(iterations=args.iterations, schedule_horizon=horizon)
+        recipe["schedule_horizon"] = horizon
+        if horizon != args.iterations:
+            print(f"note: {stage} stops after {args.iterations:,} iterations of a poly schedule whose "
+                  f"horizon stays {horizon:,} (the learning rate does not reach 0); "
+                  f"--schedule-horizon {args.iterations} moves it", file=sys.stderr)
+    if recipe:
+        extra.setdefault(stage, {}).update(recipe)
     if getattr(args, "multi", None) is not None:
         extra.setdefault("source", {})["multi"] = args.multi
     init = getattr(args, "init_checkpoint", None)

@@ -89,3 +89,29 @@ def test_ctrl_c_says_what_was_kept_in_one_line(smoke_root, tmp_path):
     assert proc.returncode == 130
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "interrupted" in err and "last.pt" in err and "--resume" in err
+
+
+def test_recipe_flags_reach_the_config_and_the_horizon_is_stated(capsys):
+    from maxsq_lib.cli import build_parser, resolve_from_args
+
+    args = build_parser().parse_args(["adapt", "--profile", "cpu", "--method", "maxsquare", "--lr", "3e-5",
+                                      "--batch-size", "4", "--target-batch-size", "2", "--iterations", "500"])
+    cfg = resolve_from_args(args, "maxsquare")
+    assert (cfg.adapt.optim.lr, cfg.adapt.batch_size, cfg.adapt.target_batch_size) == (3e-5, 4, 2)
+    assert (cfg.adapt.iterations, cfg.adapt.schedule_horizon) == (500, 1000)
+    assert cfg.adapt.optim.name == "adam" and cfg.source.optim.lr == 0.001  # the rest is the profile's
+    assert "horizon stays 1,000" in capsys.readouterr().err
+    args = build_parser().parse_args(["train-source", "--profile", "paper", "--iter_stop", "100",
+                                      "--schedule-horizon", "100"])
+    cfg = resolve_from_args(args)
+    assert (cfg.source.iterations, cfg.source.schedule_horizon) == (100, 100)
+    assert capsys.readouterr().err == ""
+
+
+def test_provenance_records_the_command_and_a_dirty_tree(monkeypatch):
+    from maxsq_lib.engine.trainer import provenance
+
+    monkeypatch.setattr(sys, "argv", ["/x/bin/maxsq", "adapt", "--method", "none"])
+    p = provenance()
+    assert p["command"] == ["maxsq", "adapt", "--method", "none"]
+    assert p["dirty"] is p["commit"].endswith("+changes")

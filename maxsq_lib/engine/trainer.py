@@ -99,8 +99,11 @@ def provenance() -> dict:
             commit += "+changes" if dirty else ""
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"date": time.strftime("%Y-%m-%d"), "commit": commit, "maxsq_lib": __version__,
-            "torch": str(torch.__version__)}
+    import sys
+
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit, "dirty": commit.endswith("+changes"),
+            "maxsq_lib": __version__, "torch": str(torch.__version__),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
 
 
 # ----------------------------------------------------------------------------------- datasets
