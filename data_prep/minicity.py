@@ -49,11 +49,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from cityscapesscripts.helpers import labels as _cs
 from PIL import Image
 
 from maxsq_lib.config import CITIES as REGISTRY_CITIES
 from maxsq_lib.files import write_bytes_atomic
+from maxsq_lib.labels import CITYSCAPES_LABELS
 
 from .minicity_scene import (
     CITY_LAYOUTS,
@@ -185,9 +185,8 @@ building and sky are large, pole, traffic sign and person rare and thin, as in t
 
 # Cityscapes label colours as the palette of the GTA5-style label PNGs (index = label id).
 _GTA5_PALETTE = bytearray(256 * 3)
-for _lab in _cs.labels:
-    if 0 <= _lab.id < 256:
-        _GTA5_PALETTE[3 * _lab.id : 3 * _lab.id + 3] = bytes(_lab.color)
+for _id, _name, _train, _color in CITYSCAPES_LABELS:
+    _GTA5_PALETTE[3 * _id : 3 * _id + 3] = bytes(_color)
 GTA5_LABEL_PALETTE: bytes = bytes(_GTA5_PALETTE)
 """768-byte PNG palette: entry ``i`` is the Cityscapes colour of label id ``i``."""
 

@@ -15,7 +15,8 @@ minicity10     10       the embedded MiniCity benchmark (road, sidewalk, buildin
 
 Every set is a subset of the 19 Cityscapes train ids, listed in ascending order, so that a set's
 own id ``k`` is the position of its ``k``-th train id. The Cityscapes label ids, train ids, names
-and colours come from :mod:`cityscapesscripts.helpers.labels` rather than being retyped.
+and colours are the Cityscapes definitions (:data:`CITYSCAPES_LABELS`), checked against
+``cityscapesscripts`` in the tests.
 
 **Ignore value.** Pixels that belong to no class of the active set are labelled
 :data:`IGNORE_INDEX` = -1, as in the authors' code (``CrossEntropyLoss(ignore_index=-1)``,
@@ -33,29 +34,40 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from cityscapesscripts.helpers import labels as _cs
 
 IGNORE_INDEX = -1
 """Label value of pixels excluded from losses and metrics (the authors' convention)."""
 
-# Cityscapes train ids that are evaluated (0..18), in train-id order.
-_CS_EVAL_LABELS = sorted(
-    (lab for lab in _cs.labels if 0 <= lab.trainId < 255 and not lab.ignoreInEval),
-    key=lambda lab: lab.trainId,
+CITYSCAPES_LABELS: tuple[tuple[int, str, int, tuple[int, int, int]], ...] = (
+    (0, "unlabeled", 255, (0, 0, 0)), (1, "ego vehicle", 255, (0, 0, 0)),
+    (2, "rectification border", 255, (0, 0, 0)), (3, "out of roi", 255, (0, 0, 0)),
+    (4, "static", 255, (0, 0, 0)), (5, "dynamic", 255, (111, 74, 0)), (6, "ground", 255, (81, 0, 81)),
+    (7, "road", 0, (128, 64, 128)), (8, "sidewalk", 1, (244, 35, 232)), (9, "parking", 255, (250, 170, 160)),
+    (10, "rail track", 255, (230, 150, 140)), (11, "building", 2, (70, 70, 70)), (12, "wall", 3, (102, 102, 156)),
+    (13, "fence", 4, (190, 153, 153)), (14, "guard rail", 255, (180, 165, 180)), (15, "bridge", 255, (150, 100, 100)),
+    (16, "tunnel", 255, (150, 120, 90)), (17, "pole", 5, (153, 153, 153)), (18, "polegroup", 255, (153, 153, 153)),
+    (19, "traffic light", 6, (250, 170, 30)), (20, "traffic sign", 7, (220, 220, 0)),
+    (21, "vegetation", 8, (107, 142, 35)), (22, "terrain", 9, (152, 251, 152)), (23, "sky", 10, (70, 130, 180)),
+    (24, "person", 11, (220, 20, 60)), (25, "rider", 12, (255, 0, 0)), (26, "car", 13, (0, 0, 142)),
+    (27, "truck", 14, (0, 0, 70)), (28, "bus", 15, (0, 60, 100)), (29, "caravan", 255, (0, 0, 90)),
+    (30, "trailer", 255, (0, 0, 110)), (31, "train", 16, (0, 80, 100)), (32, "motorcycle", 17, (0, 0, 230)),
+    (33, "bicycle", 18, (119, 11, 32)),
 )
-assert [lab.trainId for lab in _CS_EVAL_LABELS] == list(range(19))
+"""The Cityscapes label definitions: ``(label id, name, train id (255: not evaluated), RGB colour)``
+for ids 0..33, as the Cityscapes dataset defines them (Cordts et al. 2016; the benchmark's own
+``helpers/labels.py`` is the oracle of ``tests/test_labels.py``). Also the GTA5 and NTHU encoding."""
 
-CITYSCAPES_TRAIN_NAMES: tuple[str, ...] = tuple(lab.name for lab in _CS_EVAL_LABELS)
+# Cityscapes train ids that are evaluated (0..18), in train-id order.
+_CS_EVAL_LABELS = sorted((lab for lab in CITYSCAPES_LABELS if lab[2] < 255), key=lambda lab: lab[2])
+assert [lab[2] for lab in _CS_EVAL_LABELS] == list(range(19))
+
+CITYSCAPES_TRAIN_NAMES: tuple[str, ...] = tuple(lab[1] for lab in _CS_EVAL_LABELS)
 """The 19 Cityscapes train-id class names, index = train id."""
 
-CITYSCAPES_TRAIN_COLORS: tuple[tuple[int, int, int], ...] = tuple(
-    tuple(lab.color) for lab in _CS_EVAL_LABELS
-)
+CITYSCAPES_TRAIN_COLORS: tuple[tuple[int, int, int], ...] = tuple(lab[3] for lab in _CS_EVAL_LABELS)
 """RGB colours of the 19 train ids (the standard Cityscapes palette)."""
 
-CITYSCAPES_ID_TO_TRAIN19: dict[int, int] = {
-    lab.id: lab.trainId for lab in _CS_EVAL_LABELS
-}
+CITYSCAPES_ID_TO_TRAIN19: dict[int, int] = {lab[0]: lab[2] for lab in _CS_EVAL_LABELS}
 """Cityscapes label id -> 19-class train id (7->0 road, ..., 33->18 bicycle). Also GTA5 and NTHU."""
 
 SYNTHIA_ID_TO_TRAIN19: dict[int, int] = {
@@ -67,7 +79,7 @@ SYNTHIA_ID_TO_TRAIN19: dict[int, int] = {
 Source: the authors' ``synthia_Dataset.py`` id map (official-code-facts §6.3).
 """
 
-CITYSCAPES_LABEL_IDS: frozenset[int] = frozenset(lab.id for lab in _cs.labels if lab.id >= 0)
+CITYSCAPES_LABEL_IDS: frozenset[int] = frozenset(lab[0] for lab in CITYSCAPES_LABELS)
 """Label ids a Cityscapes-encoded label may hold (0..33); also GTA5 and NTHU."""
 
 SYNTHIA_LABEL_IDS: frozenset[int] = frozenset(range(23))

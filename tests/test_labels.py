@@ -53,6 +53,28 @@ def test_minicity10_is_a_subset_in_train_id_order():
     assert cs.cityscapes_id_lut[26] == 9 and cs.cityscapes_id_lut[12] == -1
 
 
+def test_the_cityscapes_table_is_the_benchmark_s_own():
+    """Our label table against cityscapesscripts, the oracle: every id, name, train id, colour."""
+    from cityscapesscripts.helpers import labels as cs
+
+    theirs = {lab.id: (lab.name, lab.trainId if 0 <= lab.trainId < 255 and not lab.ignoreInEval else 255,
+                       tuple(lab.color)) for lab in cs.labels if lab.id >= 0}
+    ours = {i: (name, train, color) for i, name, train, color in L.CITYSCAPES_LABELS}
+    assert ours == theirs
+    assert L.CITYSCAPES_LABEL_IDS == frozenset(range(34))
+
+
+def test_the_core_label_tables_need_no_cityscapesscripts():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['cityscapesscripts'] = None\n"
+            "import maxsq_lib.labels, maxsq_lib.losses, maxsq_lib.metrics, maxsq_lib.models\n"
+            "import data_prep.minicity\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 def test_palette_from_cityscapesscripts_and_colorize_ignore():
     assert L.CITYSCAPES_TRAIN_COLORS[0] == (128, 64, 128)  # road
     assert L.CITYSCAPES_TRAIN_COLORS[10] == (70, 130, 180)  # sky
