@@ -12,18 +12,18 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: venv course study test lab figures clean-venv
 
-# The stamp depends on the project's dependency list, so editing pyproject.toml reinstalls.
+# The stamp depends on the project's dependency list and the course's pins, so editing either reinstalls.
 # torch 2.14.1 on x86_64 is its CUDA build: a new .venv takes about 6.5 GB, so a disk with less
 # fails half-way through pip; say so before starting (VENV_MIN_FREE_MB=0 skips the check).
 VENV_MIN_FREE_MB ?= 6600
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || { free_mb=$$(df -Pm . | awk 'NR==2 {print $$4}'); \
 		if [ "$$free_mb" -lt $(VENV_MIN_FREE_MB) ]; then \
 			echo "make: $(VENV) needs about $(VENV_MIN_FREE_MB) MB of free disk (torch's CUDA build); $$free_mb MB free in $$(pwd)"; \
 			exit 1; fi; \
 		$(PYTHON) -m venv $(VENV); }
 	@echo "Installing maxsq and its dependencies into $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
-	@$(BIN)/python -m pip install -e '.[course,dev]' > $(VENV)/install.log 2>&1 \
+	@$(BIN)/python -m pip install -c constraints.txt -e '.[course,dev]' > $(VENV)/install.log 2>&1 \
 		|| { tail -n 40 $(VENV)/install.log; echo "pip install failed; full log: $(VENV)/install.log"; exit 1; }
 	@$(BIN)/python -m ipykernel install --prefix $(VENV) --name maxsq --display-name "maxsq (.venv)" >> $(VENV)/install.log 2>&1
 	@touch $@

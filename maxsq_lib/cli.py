@@ -25,7 +25,11 @@ import os
 import sys
 from pathlib import Path
 
-from . import config as C
+try:
+    from . import config as C
+except ModuleNotFoundError as exc:  # the package was installed without the extras the CLI needs
+    raise SystemExit(f"maxsq: the command line needs the 'engine' extra ({exc.name} is not installed): "
+                     f"pip install 'maxsq[engine]'") from None
 
 
 def _common(p: argparse.ArgumentParser, benchmark: bool = True) -> None:
