@@ -3,7 +3,8 @@
 from .evaluation import EvalResult, evaluate, normalized_entropy, predict_probabilities
 from .runs import RunExistsError, find_runs, is_finished, read_metrics, run_name
 from .strategies import TargetStrategy, make_strategy, strategy_from_config
-from .trainer import MissingInputError, TrainingDiverged, poly_lr, run_dir_for, train
+from ..optim import poly_lr
+from .trainer import MissingInputError, TrainingDiverged, run_dir_for, train
 
 __all__ = [
     "EvalResult", "evaluate", "normalized_entropy", "predict_probabilities", "RunExistsError",

@@ -32,7 +32,8 @@ from .. import checkpoint as ckpt
 from .. import config as config_mod
 from .. import losses
 from ..labels import class_set_for
-from ..models import deeplabv2_from_preset, parameter_groups, unwrap_model
+from ..models import deeplabv2_from_preset, unwrap_model
+from ..optim import build_optimizer, set_poly_lr
 from . import distributed as distm
 from .evaluation import EvalResult, evaluate
 from .precision import autocast, resolve_amp
@@ -51,11 +52,6 @@ class TrainingDiverged(RuntimeError):
 
 class MissingInputError(FileNotFoundError):
     """A checkpoint or dataset the run needs is not on disk; the message names the path."""
-
-
-def poly_lr(base_lr: float, iteration: int, horizon: int, power: float = 0.9) -> float:
-    """The authors' poly schedule: ``base · (1 − t / horizon) ** power``."""
-    return base_lr * (1.0 - iteration / horizon) ** power
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,15 +173,8 @@ def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
 
 
 def _build_optimizer(model, optim_cfg: config_mod.OptimConfig):
-    groups = parameter_groups(unwrap_model(model), optim_cfg.lr, optim_cfg.head_lr_mult)
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    if optim_cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=optim_cfg.lr, momentum=optim_cfg.momentum,
-                               weight_decay=optim_cfg.weight_decay)
-    return torch.optim.Adam(groups, lr=optim_cfg.lr, betas=(0.9, 0.99),
-                            weight_decay=optim_cfg.weight_decay)
+    return build_optimizer(model, optim_cfg.name, lr=optim_cfg.lr, head_lr_mult=optim_cfg.head_lr_mult,
+                           momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
 
 
 # ----------------------------------------------------------------------------------- λ matching
@@ -520,9 +509,7 @@ def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
                disable=not progress or not run.dist.is_main, dynamic_ncols=True)
     it = run.start
     for images, labels, _names in source_loader:
-        lr = poly_lr(1.0, it, plan.horizon, plan.optim.poly_power)
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * lr
+        set_poly_lr(optimizer, it, plan.horizon, plan.optim.poly_power)
         step_logs = _train_step(run.train_model, plan, images, labels, target_iter, run.device, cfg)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
