@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+from .files import ROOT_ENV, at_root, project_root
+
 try:
     from . import config as C
 except ModuleNotFoundError as exc:  # the package was installed without the extras the CLI needs
@@ -75,11 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
     planned.append(_add_course(sub))
     _add_figures(sub)
     _add_summary(sub)
+    _add_root_flag(parser)
     for p in planned:  # maxsq_lib.course.dryrun: check inputs and print the plan, run nothing
         p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
                        "run folders this would need, print configs and commands; exit 1 if missing")
         p.add_argument("--verbose", action="store_true", help="with --dry-run: full resolved configs")
     return parser
+
+
+def _add_root_flag(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--root DIR`` on every (sub)command: the folder that relative ``runs/``, ``datasets/``,
+    ``pretrained_model/`` and ``notebooks/`` are in (default: the checkout holding the working
+    folder, else the working folder; :func:`maxsq_lib.files.project_root`)."""
+    parser.add_argument("--root", default=None if top else argparse.SUPPRESS, metavar="DIR",
+                        help="folder of runs/, datasets/ and notebooks/ (default: the checkout you are "
+                             "in, else the working folder)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_root_flag(child, top=False)
 
 
 def _add_prepare(sub) -> argparse.ArgumentParser:
@@ -354,14 +370,19 @@ def resolve_from_args(args, method: str | None = None):
     if getattr(args, "aspp_branches", None) is not None:
         extra["model"] = {"aspp_branches": args.aspp_branches}
     C.deep_update(overrides, extra)
-    return C.resolve(args.profile, getattr(args, "benchmark", None), method, overrides)
+    cfg = C.resolve(args.profile, getattr(args, "benchmark", None), method, overrides)
+    # the folders mean the same for every command, notebook and job (maxsq_lib.files.project_root)
+    cfg.runs_root, cfg.data.root = at_root(cfg.runs_root), at_root(cfg.data.root)
+    if cfg.source.init_checkpoint and init is None:  # the profile's pretrained_model/ file
+        cfg.source.init_checkpoint = at_root(cfg.source.init_checkpoint)
+    return cfg
 
 
 def _cmd_prepare(args) -> int:
     if args.what == "minicity":
         from data_prep.minicity import generate_minicity
 
-        root = args.data_root or f"datasets/minicity-{args.profile}"
+        root = at_root(args.data_root or f"datasets/minicity-{args.profile}")
         summary = generate_minicity(root=root, profile=args.profile, seed=args.seed,
                                     shift=args.shift, force=args.force)
         print(_format_summary(summary))
@@ -509,12 +530,22 @@ def dry_run_report(argv: list[str], base=None):
     from .course.dryrun import plan_dry_run
 
     args = build_parser().parse_args(argv)
-    if args.command == "course":
-        return plan_dry_run(args, "course", base=base)
-    stage = "source" if args.command == "train-source" else "adapt"
-    cfg = resolve_from_args(args, args.method if stage == "adapt" else None)
-    return plan_dry_run(args, args.command, base=base, cfg=cfg,
-                        shown=shown_command(list(argv), cfg.benchmark))
+    base = Path(args.root).resolve() if args.root else base
+    saved = os.environ.get(ROOT_ENV)
+    if base is not None:  # resolve as the command would with `base` as its root
+        os.environ[ROOT_ENV] = str(base)
+    try:
+        if args.command == "course":
+            return plan_dry_run(args, "course", base=base)
+        stage = "source" if args.command == "train-source" else "adapt"
+        cfg = resolve_from_args(args, args.method if stage == "adapt" else None)
+        return plan_dry_run(args, args.command, base=base, cfg=cfg,
+                            shown=shown_command(list(argv), cfg.benchmark))
+    finally:
+        if saved is None:
+            os.environ.pop(ROOT_ENV, None)
+        else:
+            os.environ[ROOT_ENV] = saved
 
 
 def _dry_run(argv: list[str]) -> int:
@@ -539,6 +570,11 @@ def _cmd_summary(args) -> int:
 def _cmd_course(args, argv: list[str]) -> int:
     if getattr(args, "dry_run", False):
         return _dry_run(argv)
+    notebooks = project_root() / "notebooks"
+    if not args.study and not notebooks.is_dir():
+        print(f"maxsq course: error: the notebooks are expected in {notebooks}, which does not exist: "
+              f"run it in a checkout of the repository, or pass --root CHECKOUT", file=sys.stderr)
+        return 2
     from .course.runner import NotebookFailed, run_course
 
     try:
@@ -555,8 +591,8 @@ def _cmd_figures(args) -> int:
     from .course.runner import default_figures_dir
     from .course.figures import regenerate
 
-    out = args.out or default_figures_dir(args.profile, args.runs)
-    written = regenerate(runs_root=args.runs, profile=args.profile, data_root=args.data_root,
+    out = at_root(args.out or default_figures_dir(args.profile, args.runs))
+    written = regenerate(runs_root=at_root(args.runs), profile=args.profile, data_root=args.data_root,
                          out_dir=out)
     for path in written:
         print(f"wrote {path}")
@@ -585,6 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.root is not None:
+        if not Path(args.root).is_dir():
+            print(f"maxsq: error: --root {args.root}: no such folder", file=sys.stderr)
+            return 2
+        os.environ[ROOT_ENV] = str(Path(args.root).resolve())  # jobs and notebook kernels inherit it
     from .config import ConfigError
     from .engine.runs import RunExistsError
     from .engine.trainer import MissingInputError, TrainingDiverged

@@ -239,8 +239,9 @@ def test_run_folders_the_command_would_refuse_are_reported(paper_layout):
     assert plan(parse("train-source", *common, "--overwrite"), "train-source", base=base).ok
 
 
-def test_verbose_prints_the_full_resolved_config(paper_layout):
+def test_verbose_prints_the_full_resolved_config(paper_layout, monkeypatch):
     base, data, runs = paper_layout
+    monkeypatch.setenv("MAXSQ_ROOT", str(base))  # the report resolves the command under its root
     args = parse("adapt", "--method", "maxsquare_iw_multi", "--profile", "paper", "--data-root",
                  str(data), "--runs", str(runs), "--lambda-target", "0.05", "--seed", "2")
     cfg = resolve_from_args(args, "maxsquare_iw_multi")

@@ -115,3 +115,32 @@ def test_provenance_records_the_command_and_a_dirty_tree(monkeypatch):
     p = provenance()
     assert p["command"] == ["maxsq", "adapt", "--method", "none"]
     assert p["dirty"] is p["commit"].endswith("+changes")
+
+
+def test_paths_follow_the_user_not_the_package(tmp_path, monkeypatch):
+    from maxsq_lib.files import ROOT_ENV, at_root, project_root
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.delenv(ROOT_ENV, raising=False)
+    monkeypatch.chdir(repo / "notebooks")
+    assert project_root() == repo and at_root("runs") == str(repo / "runs")  # a checkout: its root
+    monkeypatch.chdir(tmp_path)
+    assert project_root() == tmp_path.resolve()  # elsewhere: the working folder, never site-packages
+    monkeypatch.setenv(ROOT_ENV, str(repo))
+    assert project_root() == repo
+    # `maxsq course` outside a checkout says where the notebooks are expected, in one line
+    env = {k: v for k, v in ENV.items() if k != ROOT_ENV}
+    out = subprocess.run([sys.executable, "-m", "maxsq_lib", "course", "--profile", "smoke"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert f"notebooks are expected in {tmp_path.resolve() / 'notebooks'}" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "maxsq_lib", "course", "--root", str(tmp_path / "no")],
+                         cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.returncode == 2 and "no such folder" in out.stderr
+    # a training command resolves its folders against the root (--root here)
+    from maxsq_lib.cli import build_parser, resolve_from_args
+
+    monkeypatch.setenv(ROOT_ENV, str(tmp_path))
+    cfg = resolve_from_args(build_parser().parse_args(["adapt", "--profile", "paper", "--method", "none"]), "none")
+    assert cfg.runs_root == str(tmp_path.resolve() / "runs") and cfg.data.root == str(tmp_path.resolve() / "datasets")
+    assert cfg.source.init_checkpoint.startswith(str(tmp_path.resolve() / "pretrained_model"))

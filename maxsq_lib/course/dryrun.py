@@ -708,7 +708,7 @@ def plan_dry_run(args, command: str, base: str | os.PathLike | None = None,
 
     course = command == "course"
     if base is None:
-        base = project_root() if course else Path.cwd()
+        base = project_root()  # every command resolves relative folders there (maxsq_lib.files)
     paths = _Paths(Path(base))
     keep_data_root = bool(getattr(args, "data_root", None))
     if course:

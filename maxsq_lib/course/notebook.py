@@ -21,22 +21,7 @@ import torch
 
 from .. import __version__
 from .. import config as C
-
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The folder holding ``pyproject.toml`` and ``maxsq_lib/`` above ``start`` (default: cwd)."""
-    here = Path(start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file() and (folder / "maxsq_lib").is_dir():
-            return folder
-    return Path(__file__).resolve().parents[2]
-
-
-def at_root(path: str | os.PathLike) -> str:
-    """A path relative to the project root, made absolute (absolute paths stay as they are), so
-    that it means the same in JupyterLab (working folder ``notebooks/``) and under papermill."""
-    path = Path(path)
-    return str(path if path.is_absolute() else project_root() / path)
+from ..files import at_root, project_root  # noqa: F401  (the course's names for them)
 
 
 def config_for(profile: str = "cpu", benchmark: str | None = None, method: str | None = None,
