@@ -39,7 +39,7 @@ def _sync() -> None:
 
 
 def smoke_course(work: Path) -> dict:
-    from data_prep.minicity import generate_minicity
+    from maxsq_prep.minicity import generate_minicity
     from maxsq_lib.engine import train
 
     data, runs = work / "minicity-smoke", work / "runs"

@@ -380,14 +380,14 @@ def resolve_from_args(args, method: str | None = None):
 
 def _cmd_prepare(args) -> int:
     if args.what == "minicity":
-        from data_prep.minicity import generate_minicity
+        from maxsq_prep.minicity import generate_minicity
 
         root = at_root(args.data_root or f"datasets/minicity-{args.profile}")
         summary = generate_minicity(root=root, profile=args.profile, seed=args.seed,
                                     shift=args.shift, force=args.force)
         print(_format_summary(summary))
         return 0
-    from data_prep import lists as L
+    from maxsq_prep import lists as L
 
     root = Path(args.data_root)
     if args.dataset == "cityscapes":

@@ -35,7 +35,7 @@ def golden():
 @pytest.fixture(scope="session")
 def smoke_root(tmp_path_factory):
     """A smoke-profile MiniCity, generated once for the engine and weight-file tests."""
-    from data_prep.minicity import generate_minicity
+    from maxsq_prep.minicity import generate_minicity
 
     root = tmp_path_factory.mktemp("minicity") / "minicity-smoke"
     generate_minicity(root=root, profile="smoke", seed=0, progress=False, workers=1)

@@ -90,7 +90,7 @@ def explorer_notebook(tmp_path_factory) -> Path:
     _require_browser()
     import papermill as pm
 
-    from data_prep.minicity import generate_minicity
+    from maxsq_prep.minicity import generate_minicity
     from maxsq_lib import config, engine
 
     base = tmp_path_factory.mktemp("browser")

@@ -96,7 +96,7 @@ def test_benchmarks_that_share_a_source_model_describe_it_alike(profile):
 def test_one_registry_of_names():
     """The CLI's choices, the loaders, the generator's cities and the runner's tables derive from
     the registry in maxsq_lib.config."""
-    import data_prep.minicity as minicity
+    import maxsq_prep.minicity as minicity
     from maxsq_lib import data
     from maxsq_lib.cli import build_parser
     from maxsq_lib.course import runner

@@ -22,7 +22,7 @@ from test_data import (
     write_rgb,
 )
 
-from data_prep.lists import write_cityscapes_lists, write_gta5_lists, write_nthu_lists, write_synthia_lists
+from maxsq_prep.lists import write_cityscapes_lists, write_gta5_lists, write_nthu_lists, write_synthia_lists
 from maxsq_lib.data import GTA5, NTHU, SYNTHIA, Cityscapes, DatasetError, check_dataset
 from maxsq_lib.course.stats import (class_counts, class_frequencies, class_frequency_figure,
                                     sample_grid)

@@ -69,7 +69,7 @@ def paper_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory):
-    from data_prep.minicity import generate_minicity
+    from maxsq_prep.minicity import generate_minicity
 
     root = tmp_path_factory.mktemp("minicity") / "smoke"
     generate_minicity(root, profile="smoke", progress=False)

@@ -262,7 +262,7 @@ def test_widget_shows_errors_instead_of_losing_them(explorer):
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """A smoke MiniCity and a 4-iteration source + MaxSquare run, trained here (a few seconds)."""
-    from data_prep.minicity import generate_minicity
+    from maxsq_prep.minicity import generate_minicity
     from maxsq_lib.engine import train
 
     base = tmp_path_factory.mktemp("explorer")

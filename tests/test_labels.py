@@ -70,7 +70,7 @@ def test_the_core_label_tables_need_no_cityscapesscripts():
 
     code = ("import sys; sys.modules['cityscapesscripts'] = None\n"
             "import maxsq_lib.labels, maxsq_lib.losses, maxsq_lib.metrics, maxsq_lib.models\n"
-            "import data_prep.minicity\nprint('ok')")
+            "import maxsq_prep.minicity\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 

@@ -12,7 +12,7 @@ import pytest
 from cityscapesscripts.helpers import labels as cs_labels
 from PIL import Image
 
-from data_prep.minicity import (
+from maxsq_prep.minicity import (
     CITIES,
     DEFAULT_SHIFT,
     EXPECTED_CLASS_BANDS,
@@ -25,8 +25,8 @@ from data_prep.minicity import (
     make_scene,
     render_with_shift,
 )
-from data_prep.minicity_scene import CLASS_LABEL_IDS, UNLABELED_ID
-from data_prep.minicity_style import style_for
+from maxsq_prep.minicity_scene import CLASS_LABEL_IDS, UNLABELED_ID
+from maxsq_prep.minicity_style import style_for
 from maxsq_lib.labels import CITYSCAPES_ID_TO_TRAIN19, MINICITY_10
 
 SMOKE = PROFILES["smoke"]
@@ -381,8 +381,8 @@ def test_candidate_looks_change_one_factor_at_a_time_and_look_table_scores_each(
     import torch
     from dataclasses import fields
 
-    from data_prep.calibrate_shift import candidate_looks, look_table
-    from data_prep.minicity_style import COLOUR_TARGET_STYLE, SOURCE_STYLE
+    from maxsq_prep.calibrate_shift import candidate_looks, look_table
+    from maxsq_prep.minicity_style import COLOUR_TARGET_STYLE, SOURCE_STYLE
     from maxsq_lib.models import deeplabv2_from_preset
 
     looks = candidate_looks()

@@ -47,7 +47,7 @@ def test_notebooks_are_stored_clean(path):
 @pytest.fixture(scope="module")
 def smoke_course(tmp_path_factory):
     """Smoke data and every run of the course, trained in-process."""
-    from data_prep.minicity import generate_minicity
+    from maxsq_prep.minicity import generate_minicity
     from maxsq_lib.cli import main as maxsq
     from maxsq_lib.config import save
     from maxsq_lib.course.runner import plan_course_jobs

@@ -83,7 +83,7 @@ def test_the_package_installs_beside_another_torch_and_its_core_imports_alone(tm
     if got.returncode != 0:
         pytest.skip(f"no torch 2.13.0 wheel to install here: {got.stderr.strip().splitlines()[-1:]}")
     src = tmp_path / "src"  # a copy: pip builds in the source tree
-    for name in ("maxsq_lib", "data_prep"):
+    for name in ("maxsq_lib", "maxsq_prep"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)

@@ -254,7 +254,7 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
 
     t0 = time.perf_counter()
     if profile in MINICITY_PROFILES:
-        from data_prep.minicity import generate_minicity
+        from maxsq_prep.minicity import generate_minicity
 
         summary = generate_minicity(root=data_root, profile=profile, seed=0, progress=False)
         actions = {k: v["action"] for k, v in summary["datasets"].items()}

@@ -3,7 +3,7 @@
 Each class reads the authors' folder layout under a root folder (default ``datasets/``,
 official-code-facts §6.1), takes its items from a list file that lives with the data
 (``<root>/GTA5/list/<split>.txt`` and so on, one entry a line in the authors' formats, so their
-shipped lists can be dropped in; :mod:`data_prep.lists` can also write them), maps label ids to
+shipped lists can be dropped in; :mod:`maxsq_prep.lists` can also write them), maps label ids to
 the ids of a class set with the tables of :mod:`maxsq_lib.labels`, and applies the authors'
 preprocessing (:mod:`maxsq_lib.data.transforms`). Introduced in notebook ``01_data``.
 
@@ -572,7 +572,7 @@ class GTA5(SegmentationDataset):
     title = "GTA5"
     folder = "GTA5"
     entry_example = "1"
-    writer = "data_prep.lists.write_gta5_lists(root)"
+    writer = "maxsq_prep.lists.write_gta5_lists(root)"
     layout = (
         "{root}/GTA5/images/00001.png      RGB frames, id zero-padded to 5 digits\n"
         "{root}/GTA5/labels/00001.png      palette PNGs, palette index = Cityscapes label id\n"
@@ -599,7 +599,7 @@ class SYNTHIA(SegmentationDataset):
     label_ids = SYNTHIA_LABEL_IDS
     multichannel_labels = True
     entry_example = "0"
-    writer = "data_prep.lists.write_synthia_lists(root)"
+    writer = "maxsq_prep.lists.write_synthia_lists(root)"
     layout = (
         "{root}/SYNTHIA/RGB/0000000.png          RGB frames, id zero-padded to 7 digits\n"
         "{root}/SYNTHIA/GT/LABELS/0000000.png    16-bit PNGs, channel 0 = SYNTHIA class id\n"
@@ -625,7 +625,7 @@ class Cityscapes(SegmentationDataset):
     title = "Cityscapes"
     folder = "Cityscapes"
     entry_example = "train_aachen_000000_000019"
-    writer = "data_prep.lists.write_cityscapes_lists(root)"
+    writer = "maxsq_prep.lists.write_cityscapes_lists(root)"
     layout = (
         "{root}/Cityscapes/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png\n"
         "{root}/Cityscapes/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png   (label ids)\n"
@@ -678,7 +678,7 @@ class NTHU(SegmentationDataset):
     title = "NTHU"
     folder = "NTHU_Datasets"
     entry_example = "pano_00002_0_180"
-    writer = "data_prep.lists.write_nthu_lists(root, city)"
+    writer = "maxsq_prep.lists.write_nthu_lists(root, city)"
     layout = (
         "{root}/NTHU_Datasets/<City>/Images/Train/pano_00002_0_180.jpg   (or .png), unlabelled\n"
         "{root}/NTHU_Datasets/<City>/Images/Test/<id>.jpg                 (or .png)\n"

@@ -18,8 +18,8 @@ folder             plays the role of   files
 =================  ==================  ========================================================
 
 so that the real-dataset loaders of :mod:`maxsq_lib.data` read it unchanged. Every image is made from
-its own seed ``(seed, domain, split, index)``: a layout (:mod:`data_prep.minicity_scene`) decides the
-labels, a style (:mod:`data_prep.minicity_style`) decides the look. The source is rendered in the
+its own seed ``(seed, domain, split, index)``: a layout (:mod:`maxsq_prep.minicity_scene`) decides the
+labels, a style (:mod:`maxsq_prep.minicity_style`) decides the look. The source is rendered in the
 source style; the target in the style at ``shift`` (0 = source look, 1 = full target look); the
 cities in the target style at ``shift`` plus a city twist.
 
@@ -27,7 +27,7 @@ Each dataset folder gets a ``MANIFEST.json`` (generator version, seed, profile, 
 content hash). A folder whose manifest is complete, whose parameters match and whose files are all
 there is not rewritten. Interrupted runs leave an incomplete manifest and are redone.
 
-Command line: ``python -m data_prep.minicity --data-root datasets --profile cpu --seed 0``.
+Command line: ``python -m maxsq_prep.minicity --data-root datasets --profile cpu --seed 0``.
 Introduced in notebook ``01_data``.
 """
 
@@ -94,10 +94,10 @@ GENERATOR_VERSION = "2"
 DEFAULT_SHIFT = 0.5
 """Default target appearance shift (0 = source look, 1 = full target look).
 
-At 0.5 (generator version 2, :data:`~data_prep.minicity_style.TARGET_STYLE`), measured on one
+At 0.5 (generator version 2, :data:`~maxsq_prep.minicity_style.TARGET_STYLE`), measured on one
 cpu-profile source model (3,000 iterations, seed 0; source val 67.3 mIoU): source-only 34.3 on
 MiniCityscapes val, 42.1 after AdaBN, so 25.3 points remain that BatchNorm cannot remove (the
-rule: at least 10). Chance ≈ 10. :mod:`data_prep.calibrate_shift` draws the curve over the shift.
+rule: at least 10). Chance ≈ 10. :mod:`maxsq_prep.calibrate_shift` draws the curve over the shift.
 """
 
 CITIES: tuple[str, ...] = REGISTRY_CITIES
@@ -287,7 +287,7 @@ def render_with_shift(shifts: float | Sequence[float], *, domain: str = "target"
                       index: int = 0, seed: int = 0,
                       size: tuple[int, int] = (128, 64)) -> tuple[list[np.ndarray], np.ndarray]:
     """Render one MiniCity layout at several shifts (:func:`render_with_styles` of
-    :func:`~data_prep.minicity_style.style_for` at each shift; a city adds its twist).
+    :func:`~maxsq_prep.minicity_style.style_for` at each shift; a city adds its twist).
 
     Args:
         shifts: one shift or several, each in [0, 1].
@@ -633,7 +633,7 @@ def generate_minicity(root: str | os.PathLike = "datasets", profile: str | Profi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m data_prep.minicity [--data-root DIR] [--profile P] [--seed N] ...``."""
+    """Command line: ``python -m maxsq_prep.minicity [--data-root DIR] [--profile P] [--seed N] ...``."""
     parser = argparse.ArgumentParser(
         description="Generate the MiniCity benchmark in the real dataset layouts.")
     parser.add_argument("--data-root", default="datasets")

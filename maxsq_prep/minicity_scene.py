@@ -6,7 +6,7 @@ fences, poles with signs, persons and cars). Everything is sampled first and the
 on an instance canvas with PIL, so nearer objects occlude farther ones. Each instance is one *part*
 (a car body, a car window, a facade, ...) and every part belongs to one of the ten MiniCity classes,
 so the label map is ``PART_LABEL_IDS[parts][instance_map]``. How a layout looks is decided later by
-:func:`data_prep.minicity_style.render`; rendering one layout with different styles never changes its
+:func:`maxsq_prep.minicity_style.render`; rendering one layout with different styles never changes its
 labels.
 
 World coordinates are metres: ``X`` to the right, ``Y`` up from the ground, ``Z`` forward from the

@@ -8,15 +8,15 @@ effect of appearance alone.
 - :func:`shift_curve`: target val mIoU at each ``shift`` (notebook ``01_data`` draws it).
 - :func:`look_table`: for each candidate look (:func:`candidate_looks`), the source model's
   target val mIoU, and again after AdaBN (BatchNorm statistics re-estimated on the target train
-  layouts rendered in that look). The rule that chose :data:`~data_prep.minicity_style.TARGET_STYLE`,
+  layouts rendered in that look). The rule that chose :data:`~maxsq_prep.minicity_style.TARGET_STYLE`,
   stated before the losses were measured: at least 10 points of the gap to source-on-source must
   remain after AdaBN (BatchNorm removes per-channel colour statistics; a target loss needs what
   it cannot undo).
 
 Usage::
 
-    python -m data_prep.calibrate_shift runs/cpu/minicity/source_multi/seed0/final.pt --profile cpu
-    python -m data_prep.calibrate_shift runs/cpu/minicity/source_multi/seed0/final.pt --looks
+    python -m maxsq_prep.calibrate_shift runs/cpu/minicity/source_multi/seed0/final.pt --profile cpu
+    python -m maxsq_prep.calibrate_shift runs/cpu/minicity/source_multi/seed0/final.pt --looks
 """
 
 from __future__ import annotations
