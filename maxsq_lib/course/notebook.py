@@ -27,7 +27,7 @@ from ..files import at_root, project_root  # noqa: F401  (the course's names for
 def config_for(profile: str = "cpu", benchmark: str | None = None, method: str | None = None,
                *, runs_root: str = "runs", data_root: str | None = None, seed: int = 0,
                device: str = "auto", tag: str | None = None,
-               overrides: dict[str, Any] | None = None) -> C.RunConfig:
+               overrides: dict[str, Any] | list[str] | None = None) -> C.RunConfig:
     """The run config a notebook's parameters describe (same layers as the CLI).
 
     Args:
@@ -39,7 +39,8 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
         seed: run seed.
         device: ``auto``, ``cpu``, ``cuda``.
         tag: run-name suffix for variants (``maxsquare-<tag>``).
-        overrides: nested mapping applied last.
+        overrides: applied last: a nested mapping, or a list of ``KEY=VALUE`` strings as
+            ``maxsq --set`` takes them (the notebooks' ``overrides`` parameter).
     Returns:
         the resolved :class:`maxsq_lib.config.RunConfig`; its relative paths (runs, data,
         checkpoints) are made absolute under the project root (:func:`at_root`).
@@ -51,6 +52,11 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
         extra["data"] = {"root": data_root}
     if tag:
         extra["tag"] = tag
+    if overrides and not isinstance(overrides, dict):  # a dot-list, as `maxsq --set` takes it
+        parsed: dict[str, Any] = {}
+        for text in overrides:
+            C.deep_update(parsed, C.parse_override(text))
+        overrides = parsed
     if overrides:
         C.deep_update(extra, overrides)
     cfg = C.resolve(profile, benchmark, method, extra)

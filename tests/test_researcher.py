@@ -1,4 +1,5 @@
-"""One writer per run folder: two processes started together, waiting, a killed holder, Ctrl-C."""
+"""What a researcher meets: one writer per run folder (two processes, waiting, a killed holder,
+Ctrl-C), the recipe flags, provenance, paths that follow the user, notebook overrides."""
 
 from __future__ import annotations
 
@@ -144,3 +145,17 @@ def test_paths_follow_the_user_not_the_package(tmp_path, monkeypatch):
     cfg = resolve_from_args(build_parser().parse_args(["adapt", "--profile", "paper", "--method", "none"]), "none")
     assert cfg.runs_root == str(tmp_path.resolve() / "runs") and cfg.data.root == str(tmp_path.resolve() / "datasets")
     assert cfg.source.init_checkpoint.startswith(str(tmp_path.resolve() / "pretrained_model"))
+
+
+def test_training_notebooks_take_overrides_as_a_dot_list():
+    from maxsq_lib import course
+
+    listed = course.config_for("cpu", None, "maxsquare", overrides=["adapt.lambda_target=0.3", "adapt.iterations=200"])
+    nested = course.config_for("cpu", None, "maxsquare", overrides={"adapt": {"lambda_target": 0.3, "iterations": 200}})
+    assert listed == nested and listed.adapt.lambda_target == 0.3
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("02_source_pretraining", "04_adaptation", "06_cross_city"):
+        cells = json.loads((repo / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+        assert "overrides = []" in "".join(params["source"]), name
+        assert any("overrides=overrides" in "".join(c["source"]) for c in cells), name
