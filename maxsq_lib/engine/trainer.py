@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import random
 import resource
@@ -424,6 +425,8 @@ def _train_locked(cfg, stage, device, dist, run_dir, resume, overwrite, progress
     target_iter = None if target_ds is None else iter(
         _stream_loader(target_ds, cfg, plan.target_batch_size, run.start, plan.iterations, dist))
     run.writer = _tensorboard(run_dir, dist, purge_step=run.start)
+    if run.writer is not None and (why := _no_image_grid()):
+        log(f"TensorBoard images skipped: {why} (scalars are logged)")
     if stage == "adapt" and run.before is None:
         # The starting point on this target: the source-only row of this benchmark.
         run.before = {"iteration": 0, **_brief(run.evaluate("eval before", probe=True))}
@@ -519,7 +522,7 @@ def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
         last = it == plan.iterations
         if it % cfg.log_every == 0 or last:
             _record(run, sums.flush(it, optimizer.param_groups[0]["lr"]), it, bar)
-        if run.writer and (it % cfg.image_every == 0 or last):
+        if run.writer and (it % cfg.image_every == 0 or last) and not _no_image_grid():
             _log_images(run.writer, run.model, run.val_ds, run.class_set, run.device, it)
         evaluate_now = it % eval_every == 0 or last
         if evaluate_now:
@@ -785,6 +788,17 @@ def _tensorboard(run_dir: Path, dist, purge_step: int):
     except ImportError:  # tensorboard is a dependency; stay usable without it
         return None
     return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step or None)
+
+
+@functools.cache
+def _no_image_grid() -> str | None:
+    """Why TensorBoard images cannot be drawn (torchvision missing, or built for another torch:
+    it belongs to the course's extra, a researcher's own torch may have none), else None."""
+    try:
+        from torchvision.utils import make_grid  # noqa: F401
+    except Exception as exc:  # ImportError, or torchvision's RuntimeError against another torch
+        return f"torchvision cannot be imported ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return None
 
 
 @torch.no_grad()
