@@ -603,7 +603,7 @@ def _what_was_kept(args) -> str:
     """One line for Ctrl-C: what is on disk and how to go on."""
     from .engine.runs import is_finished
 
-    runs = Path(getattr(args, "runs", None) or "runs") / str(getattr(args, "profile", None) or "")
+    runs = Path(at_root(getattr(args, "runs", None) or "runs")) / str(getattr(args, "profile", None) or "")
     if args.command in ("course", "reproduce"):
         finished = sum(1 for d in runs.glob("*/*/seed*") if is_finished(d))
         return (f"Kept: {finished} finished runs under {runs}/ (an interrupted run keeps its last "
