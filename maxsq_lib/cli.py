@@ -332,8 +332,7 @@ def resolve_from_args(args, method: str | None = None):
         overrides["data"] = {"root": args.data_root}
     if getattr(args, "device", None):
         overrides["device"] = args.device
-    for text in getattr(args, "overrides", []):
-        C.deep_update(overrides, C.parse_override(text))
+    C.deep_update(overrides, C.parse_overrides(getattr(args, "overrides", [])))
     extra: dict = {}
     for flag, key in (("lambda_target", "lambda_target"), ("iw_ratio", "iw_ratio"),
                       ("threshold", "threshold"), ("lambda_seg", "lambda_seg"),

@@ -401,6 +401,15 @@ def parse_override(text: str) -> dict[str, Any]:
         raise ConfigError(f"override {text!r}: {str(exc).strip().splitlines()[0]}") from None
 
 
+def parse_overrides(texts) -> dict[str, Any]:
+    """Several ``KEY=VALUE`` overrides (:func:`parse_override`) merged into one nested mapping,
+    later ones winning: ``maxsq --set``, the notebooks' ``overrides`` and planned jobs."""
+    merged: dict[str, Any] = {}
+    for text in texts:
+        deep_update(merged, parse_override(text))
+    return merged
+
+
 def deep_update(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """Merge nested mappings (``extra`` wins); returns ``base``."""
     for key, value in extra.items():

@@ -53,10 +53,7 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
     if tag:
         extra["tag"] = tag
     if overrides and not isinstance(overrides, dict):  # a dot-list, as `maxsq --set` takes it
-        parsed: dict[str, Any] = {}
-        for text in overrides:
-            C.deep_update(parsed, C.parse_override(text))
-        overrides = parsed
+        overrides = C.parse_overrides(overrides)
     if overrides:
         C.deep_update(extra, overrides)
     cfg = C.resolve(profile, benchmark, method, extra)

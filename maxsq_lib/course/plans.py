@@ -111,8 +111,7 @@ def plan_jobs(profile: str, benchmark: str | None = None, seeds: Sequence[int] =
         base["data"] = {"root": data_root}
     if device:
         base["device"] = device
-    for text in overrides:
-        C.deep_update(base, C.parse_override(text))
+    C.deep_update(base, C.parse_overrides(overrides))
 
     def shown_common(cfg: C.RunConfig) -> list[str]:
         out = ["--profile", profile, "--benchmark", cfg.benchmark]
