@@ -5,7 +5,7 @@ Part 1, the step. Interleaved in one process (the machine is noisy), on the same
 variant with its own copy of the same initial model and optimizer:
 
 - fp32 NCHW, fp32 ``channels_last``, bf16 autocast, bf16 autocast + ``channels_last``: the engine's
-  step (``maxsq_lib.engine.trainer._train_step`` with ``zero_grad(set_to_none=True)``);
+  step (``maxsq_lib.engine.trainer.train_step`` with ``zero_grad(set_to_none=True)``);
 - the profile's own choice (``amp: auto`` resolved on this machine, its ``channels_last``);
 - a plain eager loop in the authors' style (contiguous fp32 tensors, the IW loss with a per-image
   CPU ``histc`` and boolean-mask indexing, ``zero_grad()`` filling zeros, a host sync per iteration).
@@ -17,7 +17,7 @@ Part 2, the course. From the runs' own timing records (``metrics.json`` ``timing
 ``<runs>/<profile>/course_timings.json``: the wall time of ``maxsq course`` split into the source
 models, the adaptation runs' steps and their evaluations, the notebooks and the rest. Not a test.
 
-    python benchmarks/bench_train_step.py [--profile cpu] [--iterations 30] [--threads 1]
+    python benchmarks/benchtrain_step.py [--profile cpu] [--iterations 30] [--threads 1]
                                           [--course-runs runs]
 """
 
@@ -39,8 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from maxsq_lib import config as C  # noqa: E402
 from maxsq_lib.engine.precision import resolve_amp  # noqa: E402
-from maxsq_lib.engine.trainer import (_build_optimizer, _train_step, build_dataset,  # noqa: E402
-                                      build_model, plan_for)
+from maxsq_lib.engine.build import build_dataset, build_model, build_optimizer_for  # noqa: E402
+from maxsq_lib.engine.trainer import plan_for, train_step  # noqa: E402
 
 
 def authors_iw_max_square(prob: torch.Tensor, ratio: float = 0.2) -> torch.Tensor:
@@ -106,7 +106,7 @@ def bench_steps(profile: str, iterations: int, threads: int) -> list[tuple[str, 
         if vcfg is not None and vcfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.train()
-        runners.append((label, vcfg, model, _build_optimizer(model, plan.optim)))
+        runners.append((label, vcfg, model, build_optimizer_for(model, plan.optim)))
     times: dict[str, list[float]] = {label: [] for label, *_ in runners}
     device = torch.device("cpu")
     for it in range(iterations + 3):
@@ -116,7 +116,7 @@ def bench_steps(profile: str, iterations: int, threads: int) -> list[tuple[str, 
             if vcfg is None:
                 plain_step(model, optimizer, images, labels, t_images, cfg.adapt.lambda_target)
             else:
-                _train_step(model, plan, images, labels, iter([(t_images, None, None)]), device, vcfg)
+                train_step(model, plan, images, labels, iter([(t_images, None, None)]), device, vcfg)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             if it >= 3:  # warm-up
@@ -139,12 +139,12 @@ def own_steps(profile: str, iterations: int, threads: int) -> float:
     model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = _build_optimizer(model, plan.optim)
+    optimizer = build_optimizer_for(model, plan.optim)
     model.train()
     for it in range(iterations + 3):
         if it == 3:
             t0 = time.perf_counter()
-        _train_step(model, plan, images, labels, iter([(t_images, None, None)]), torch.device("cpu"), cfg)
+        train_step(model, plan, images, labels, iter([(t_images, None, None)]), torch.device("cpu"), cfg)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return (time.perf_counter() - t0) / iterations
@@ -157,7 +157,7 @@ def throughput(profile: str, iterations: int) -> None:
     import sys
 
     def run(threads: int, processes: int) -> float:
-        code = (f"import benchmarks.bench_train_step as b; "
+        code = (f"import benchmarks.benchtrain_step as b; "
                 f"print(b.own_steps({profile!r}, {iterations}, {threads}))")
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)

@@ -27,7 +27,8 @@ import torch  # noqa: E402
 
 from maxsq_lib import config as C  # noqa: E402
 from maxsq_lib.engine.evaluation import predict_probabilities  # noqa: E402
-from maxsq_lib.engine.trainer import _build_optimizer, _train_step, build_model, plan_for  # noqa: E402
+from maxsq_lib.engine.build import build_model, build_optimizer_for  # noqa: E402
+from maxsq_lib.engine.trainer import plan_for, train_step  # noqa: E402
 
 LOSS_TOLERANCE = 0.02
 """Accepted relative difference of bf16 vs fp32 losses on the first iteration (bf16 keeps 8 bits
@@ -70,7 +71,7 @@ def train_iteration(amp: str, channels_last: bool, state: dict, iterations: int 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     plan = plan_for(cfg, "adapt")
-    optimizer = _build_optimizer(model, plan.optim)
+    optimizer = build_optimizer_for(model, plan.optim)
     g = torch.Generator().manual_seed(0)
     (sw, sh), (tw, th) = cfg.data.source_size, cfg.data.target_size
     images = torch.randn(1, 3, sh, sw, generator=g) * 50
@@ -83,7 +84,7 @@ def train_iteration(amp: str, channels_last: bool, state: dict, iterations: int 
     for it in range(iterations + 3):
         _sync()
         t0 = time.perf_counter()
-        logs = _train_step(model, plan, images, labels, iter([(t_images, None, None)]), device, cfg)
+        logs = train_step(model, plan, images, labels, iter([(t_images, None, None)]), device, cfg)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync()

@@ -459,7 +459,8 @@ def _cmd_evaluate(args) -> int:
     it never deletes anything and refuses to overwrite an existing ``--output`` unless asked."""
     from .engine.evaluation import evaluate
     from .engine.runs import RunExistsError, write_json_atomic
-    from .engine.trainer import MissingInputError, build_dataset, resolve_device, run_dir_for
+    from .engine.build import build_dataset, resolve_device, run_dir_for
+    from .engine.trainer import MissingInputError
     from .engine.weights import model_from_file
     from .labels import class_set_for
     from .models import unwrap_model

@@ -355,7 +355,7 @@ def test_tensorboard_holds_one_grid_image_per_val_item(source_run):
 
 def test_adabn_reestimates_batchnorm_and_takes_no_step(source_run, smoke_root):
     from maxsq_lib.engine.adabn import reestimate_batchnorm
-    from maxsq_lib.engine.trainer import build_dataset, build_model
+    from maxsq_lib.engine.build import build_dataset, build_model
 
     runs, _ = source_run
     # float32, so that the hand-computed mean below is the estimator's to float precision
@@ -384,7 +384,7 @@ def test_adabn_reestimates_batchnorm_and_takes_no_step(source_run, smoke_root):
 
 
 def test_dev_and_test_halves_are_scored_at_every_evaluation(source_run, smoke_root):
-    from maxsq_lib.engine.trainer import build_dataset, build_model
+    from maxsq_lib.engine.build import build_dataset, build_model
 
     runs, m = source_run
     for entry in m["history"] + [m["last"]]:
@@ -408,7 +408,7 @@ def test_dev_and_test_halves_are_scored_at_every_evaluation(source_run, smoke_ro
 
 def test_evaluating_with_target_batchnorm_statistics(source_run, smoke_root):
     from maxsq_lib.engine.adabn import reestimate_batchnorm
-    from maxsq_lib.engine.trainer import build_dataset, build_model
+    from maxsq_lib.engine.build import build_dataset, build_model
 
     runs, _ = source_run
     control = train(smoke_cfg(smoke_root, runs, "adabn", tag="stats-ctl"), "adapt", progress=False)
@@ -438,7 +438,7 @@ def test_evaluating_with_target_batchnorm_statistics(source_run, smoke_root):
 
 def test_batchnorm_statistics_from_evenly_spread_images(source_run, smoke_root):
     from maxsq_lib.engine.adabn import reestimate_batchnorm, statistics_images
-    from maxsq_lib.engine.trainer import build_dataset, build_model
+    from maxsq_lib.engine.build import build_dataset, build_model
 
     assert statistics_images(list(range(10)), None) == list(range(10))
     assert list(statistics_images(list(range(10)), 4)) == [0, 2, 5, 7]

@@ -110,7 +110,7 @@ def test_recipe_flags_reach_the_config_and_the_horizon_is_stated(capsys):
 
 
 def test_provenance_records_the_command_and_a_dirty_tree(monkeypatch):
-    from maxsq_lib.engine.trainer import provenance
+    from maxsq_lib.engine.build import provenance
 
     monkeypatch.setattr(sys, "argv", ["/x/bin/maxsq", "adapt", "--method", "none"])
     p = provenance()

@@ -24,6 +24,7 @@ from maxsq_lib import checkpoint as ckpt
 from maxsq_lib import config as C
 from maxsq_lib import losses
 from maxsq_lib.engine import RunExistsError, TrainingDiverged, evaluate, run_dir_for, train
+from maxsq_lib.engine import build as build_mod
 from maxsq_lib.engine import trainer as trainer_mod
 from maxsq_lib.engine.weights import follow_file_heads, heads_for
 from maxsq_lib.labels import class_set_for
@@ -119,7 +120,7 @@ def test_evaluate_an_authors_checkpoint_equals_loading_it_by_hand(authors_ckpt, 
     assert data["aspp_branches"] == 2
 
     cfg = smoke_cfg(smoke_root, tmp_path)
-    val = trainer_mod.build_dataset(cfg, "val")
+    val = build_mod.build_dataset(cfg, "val")
     by_hand = evaluate(model.eval(), val, class_set_for(10), batch_size=cfg.eval.batch_size,
                        progress=False)
     assert data["miou"] == pytest.approx(by_hand.miou, abs=1e-12)
@@ -144,7 +145,7 @@ def test_adapt_from_an_authors_checkpoint(authors_ckpt, smoke_root, tmp_path):
     # the file's weights really are the starting point: "before" is their score
     cfg = smoke_cfg(smoke_root, tmp_path)
     model = smoke_model()
-    val = trainer_mod.build_dataset(cfg, "val")
+    val = build_mod.build_dataset(cfg, "val")
     by_hand = evaluate(model.eval(), val, class_set_for(10), batch_size=cfg.eval.batch_size, progress=False)
     assert metrics["before"]["miou"] == pytest.approx(by_hand.miou, abs=1e-12)
     # a chosen value wins, and the command says the file's heads differ

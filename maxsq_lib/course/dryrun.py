@@ -353,7 +353,7 @@ def _course_runs(args) -> tuple[list[PlannedRun], set[str], str]:
 
 def _planned(cfg: C.RunConfig, stage: str, command: list[str]) -> PlannedRun:
     from ..engine.runs import run_name
-    from ..engine.trainer import run_dir_for
+    from ..engine.build import run_dir_for
 
     return PlannedRun(f"{run_name(cfg, stage)} seed{cfg.seed}", stage, cfg, run_dir_for(cfg, stage),
                       list(command))

@@ -198,7 +198,7 @@ class Explorer:
             self._models = {}
             self.methods = list(self.run_dirs)
         if dataset is None:
-            from ..engine.trainer import build_dataset
+            from ..engine.build import build_dataset
 
             dataset = build_dataset(cfg, "val")
         if len(dataset) == 0:

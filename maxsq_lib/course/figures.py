@@ -1314,7 +1314,7 @@ def _final_checkpoints(profile: str, benchmark: str, runs_root, data_root, names
                        seed: int) -> list[tuple[str, object, str]]:
     """``(name, run config, stage)`` of each of ``names`` (``source`` or an adaptation run) whose
     ``final.pt`` of ``seed`` exists, in the given order."""
-    from ..engine.trainer import run_dir_for
+    from ..engine.build import run_dir_for
 
     found = []
     for name in names:
@@ -1552,7 +1552,7 @@ def dose_evidence(profile: str, benchmark: str, runs_root: str | os.PathLike = "
     import torch
 
     from .. import course
-    from ..engine.trainer import run_dir_for
+    from ..engine.build import run_dir_for
     from .analysis import dose_at_start
 
     cfg = _data_config(profile, benchmark, runs_root, data_root)

@@ -79,7 +79,7 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
 def setup(cfg: C.RunConfig | None = None, seed: int | None = None) -> torch.device:
     """Seed, print versions, the project root and the device; returns the device."""
     root = project_root()
-    from ..engine.trainer import resolve_device, seed_everything
+    from ..engine.build import resolve_device, seed_everything
 
     device = resolve_device(cfg.device if cfg else "auto")
     seed_everything(cfg.seed if cfg and seed is None else (seed or 0))
@@ -128,7 +128,7 @@ def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
                    device: torch.device | str = "cpu") -> torch.nn.Module:
     """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode; its
     heads follow the checkpoint's recorded ASPP branches."""
-    from ..engine.trainer import run_dir_for
+    from ..engine.build import run_dir_for
     from ..engine.weights import model_from_file
 
     model, _note = model_from_file(cfg, run_dir_for(cfg, stage) / f"{which}.pt")
@@ -137,7 +137,7 @@ def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
 
 def dataset(cfg: C.RunConfig, role: str = "val"):
     """One of a run's datasets: ``source``, ``target``, ``val`` or ``source_val``."""
-    from ..engine.trainer import build_dataset
+    from ..engine.build import build_dataset
 
     return build_dataset(cfg, role)
 

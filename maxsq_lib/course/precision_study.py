@@ -222,7 +222,7 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
     from .. import config as C
     from ..engine.adabn import reestimate_batchnorm, statistics_images
     from ..engine.evaluation import evaluate
-    from ..engine.trainer import build_dataset, build_model, eval_subsets
+    from ..engine.build import build_dataset, build_model, eval_subsets
     from ..engine.weights import load_into
     from ..labels import class_set_for
 

@@ -16,9 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import os
-import random
-import resource
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -33,9 +30,11 @@ from .. import checkpoint as ckpt
 from .. import config as config_mod
 from .. import losses
 from ..labels import class_set_for
-from ..models import deeplabv2_from_preset, unwrap_model
-from ..optim import build_optimizer, set_poly_lr
+from ..models import unwrap_model
+from ..optim import set_poly_lr
 from . import distributed as distm
+from .build import (build_dataset, build_model, build_optimizer_for, eval_subsets, peak_rss_mb, provenance,
+                    resolve_device, run_dir_for, seed_everything)
 from .evaluation import EvalResult, evaluate
 from .precision import autocast, resolve_amp
 from .probe import AdaptationProbe
@@ -55,85 +54,6 @@ class MissingInputError(FileNotFoundError):
     """A checkpoint or dataset the run needs is not on disk; the message names the path."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process and its finished children, in MiB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024.0
-
-
-def provenance() -> dict:
-    """When and from which commit a run was made (for the results tables)."""
-    import subprocess
-
-    from .. import __version__
-
-    commit = "unknown"
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode == 0:
-            commit = out.stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            commit += "+changes" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        pass
-    import sys
-
-    return {"date": time.strftime("%Y-%m-%d"), "commit": commit, "dirty": commit.endswith("+changes"),
-            "maxsq_lib": __version__, "torch": str(torch.__version__),
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
-
-
-# ----------------------------------------------------------------------------------- datasets
-
-def build_dataset(cfg: config_mod.RunConfig, role: str):
-    """One of the run's datasets.
-
-    Args:
-        cfg: the run config.
-        role: ``"source"``, ``"target"`` (unlabelled training split), ``"val"`` (target val) or
-            ``"source_val"``.
-    Returns:
-        a dataset with items ``(image, label, name)``.
-    """
-    from ..data import get_dataset
-
-    d = cfg.data
-    name, split, size, augment = {
-        "source": (d.source, d.source_split, d.source_size, d.augment),
-        "target": (d.target, d.target_split, d.target_size, d.augment),
-        "val": (d.target, d.val_split, d.val_size, False),
-        "source_val": (d.source, d.source_val_split, d.source_size, False),
-    }[role]
-    offset = {"source": 1, "target": 2}.get(role, 0)
-    kwargs = dict(root=d.root, split=split, size=tuple(size), num_classes=d.num_classes,
-                  augment=augment, blur_p=0.5 if d.blur else 0.0, seed=cfg.seed * 1000 + offset)
-    if name == "nthu":
-        kwargs["city"] = d.city
-    if role == "val" and cfg.eval.full_resolution_labels:
-        kwargs["full_resolution_labels"] = True
-    return get_dataset(name, **kwargs)
-
-
 def _stream_loader(dataset, cfg, batch_size: int, start: int, stop: int, dist):
     stream = StreamDataset(dataset, seed=dataset.seed)
     sampler = StreamBatchSampler(batch_size, start, stop, dist.rank, dist.world)
@@ -141,22 +61,6 @@ def _stream_loader(dataset, cfg, batch_size: int, start: int, stop: int, dist):
     return DataLoader(stream, batch_sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(),
                       persistent_workers=False, prefetch_factor=4 if workers else None)
-
-
-# ----------------------------------------------------------------------------------- model
-
-def build_model(cfg: config_mod.RunConfig) -> torch.nn.Module:
-    return deeplabv2_from_preset(cfg.model.preset, cfg.data.num_classes,
-                                 aspp_branches=cfg.model.aspp_branches)
-
-
-def load_weights(model: torch.nn.Module, path: str | os.PathLike, purpose: str = "evaluate") -> str:
-    """Load weights from any file a user has (see :mod:`maxsq_lib.engine.weights`).
-
-    Returns:
-        a one-line description of what was loaded (the format recognised).
-    """
-    return load_into(model, path, purpose)
 
 
 def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
@@ -171,11 +75,6 @@ def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
             if bn_mode == "frozen":
                 for p in module.parameters():
                     p.requires_grad_(False)
-
-
-def _build_optimizer(model, optim_cfg: config_mod.OptimConfig):
-    return build_optimizer(model, optim_cfg.name, lr=optim_cfg.lr, head_lr_mult=optim_cfg.head_lr_mult,
-                           momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
 
 
 # ----------------------------------------------------------------------------------- λ matching
@@ -249,11 +148,6 @@ def plan_for(cfg: config_mod.RunConfig, stage: str, lambda_target: float | None 
     strategy = strategy_from_config(a, lam)
     return StagePlan("adapt", a.iterations, a.schedule_horizon, a.batch_size, a.target_batch_size,
                      a.optim, strategy, strategy.uses_aux, a.lambda_seg, lam)
-
-
-def run_dir_for(cfg: config_mod.RunConfig, stage: str) -> Path:
-    """The folder of a run (shared source runs live under their owner benchmark)."""
-    return source_run_dir(cfg) if stage == "source" else cfg.run_dir(run_name(cfg, stage))
 
 
 def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwrite: bool = False,
@@ -470,7 +364,7 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
     bn_mode = cfg.adapt.bn_mode if stage == "adapt" else "train"
     # before the optimizer and DDP, which both record the parameters that need gradients
     _set_train_mode(model, bn_mode)
-    optimizer = _build_optimizer(model, plan.optim)
+    optimizer = build_optimizer_for(model, plan.optim)
     eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
                        amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress,
                        subsets=eval_subsets(cfg, val_ds))
@@ -513,7 +407,7 @@ def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
     it = run.start
     for images, labels, _names in source_loader:
         set_poly_lr(optimizer, it, plan.horizon, plan.optim.poly_power)
-        step_logs = _train_step(run.train_model, plan, images, labels, target_iter, run.device, cfg)
+        step_logs = train_step(run.train_model, plan, images, labels, target_iter, run.device, cfg)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sums.add(step_logs)
@@ -641,17 +535,17 @@ def _initialise(model, cfg, stage) -> str:
                 f"initialisation checkpoint not found: {path}\n"
                 f"Place the DeepLab init file there (see README: pretrained_model/), or set "
                 f"source.init_checkpoint: null to train from scratch.")
-        return "initialised: " + load_weights(model, path, purpose="init")
+        return "initialised: " + load_into(model, path, purpose="init")
     source = cfg.adapt.source_checkpoint
     path = Path(source) if source else source_run_dir(cfg) / "final.pt"
     if not path.is_file():
         hint = ("" if source else f"\nRun source pretraining first: maxsq train-source --profile "
                 f"{cfg.profile} --benchmark {cfg.benchmark} --seed {cfg.seed}")
         raise MissingInputError(f"source checkpoint not found: {path}{hint}")
-    return load_weights(model, path, purpose="start")
+    return load_into(model, path, purpose="start")
 
 
-def _train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg) -> dict:
+def train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg) -> dict:
     """One iteration's forward/backward passes (no optimizer step); returns detached logs."""
     cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
     images = images.to(device, non_blocking=True).contiguous(memory_format=cl)
@@ -731,28 +625,6 @@ class _RunningSums:
             record[key] = float(value) / max(1, self.count)
         self.sums, self.count, self.since = {}, 0, iteration
         return record
-
-
-def eval_subsets(cfg: config_mod.RunConfig, val_ds) -> dict[str, set[str]] | None:
-    """Item names of each list of ``cfg.eval.subsets`` (e.g. ``dev`` and ``test``), each checked
-    to lie inside the val split."""
-    if not cfg.eval.subsets:
-        return None
-    from ..data import DatasetError, get_dataset
-
-    names = {s.name for s in val_ds.samples}
-    out = {}
-    for split in cfg.eval.subsets:
-        kwargs = dict(root=cfg.data.root, split=split, num_classes=cfg.data.num_classes, check_files=False)
-        if cfg.data.target == "nthu":
-            kwargs["city"] = cfg.data.city
-        members = {s.name for s in get_dataset(cfg.data.target, **kwargs).samples}
-        outside = sorted(members - names)
-        if outside:
-            raise DatasetError(f"eval.subsets: the {split!r} list names items that are not in the "
-                               f"{cfg.data.val_split!r} split it must be part of, e.g. {outside[:3]}")
-        out[split] = members
-    return out
 
 
 def _brief(result: EvalResult) -> dict:

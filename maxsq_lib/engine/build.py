@@ -1,0 +1,134 @@
+"""What a run is built from: device, seeds, datasets, model, optimizer, run folder, provenance.
+
+The training loop (:mod:`maxsq_lib.engine.trainer`), the CLI, the course's tooling, the notebooks
+and the benchmarks build their pieces here, so that a notebook's model is the one the loop trains.
+Introduced in notebook ``02_source_pretraining``.
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import config as C
+from ..models import deeplabv2_from_preset
+from ..optim import build_optimizer
+from .runs import run_name, source_run_dir
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + children) / 1024.0
+
+
+def provenance() -> dict:
+    """When and from which commit a run was made (for the results tables)."""
+    from .. import __version__
+
+    commit = "unknown"
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            commit += "+changes" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"date": time.strftime("%Y-%m-%d"), "commit": commit, "dirty": commit.endswith("+changes"),
+            "maxsq_lib": __version__, "torch": str(torch.__version__),
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]]}
+
+
+def build_dataset(cfg: C.RunConfig, role: str):
+    """One of the run's datasets.
+
+    Args:
+        cfg: the run config.
+        role: ``"source"``, ``"target"`` (unlabelled training split), ``"val"`` (target val) or
+            ``"source_val"``.
+    Returns:
+        a dataset with items ``(image, label, name)``.
+    """
+    from ..data import get_dataset
+
+    d = cfg.data
+    name, split, size, augment = {
+        "source": (d.source, d.source_split, d.source_size, d.augment),
+        "target": (d.target, d.target_split, d.target_size, d.augment),
+        "val": (d.target, d.val_split, d.val_size, False),
+        "source_val": (d.source, d.source_val_split, d.source_size, False),
+    }[role]
+    offset = {"source": 1, "target": 2}.get(role, 0)
+    kwargs = dict(root=d.root, split=split, size=tuple(size), num_classes=d.num_classes,
+                  augment=augment, blur_p=0.5 if d.blur else 0.0, seed=cfg.seed * 1000 + offset)
+    if name == "nthu":
+        kwargs["city"] = d.city
+    if role == "val" and cfg.eval.full_resolution_labels:
+        kwargs["full_resolution_labels"] = True
+    return get_dataset(name, **kwargs)
+
+
+def build_model(cfg: C.RunConfig) -> torch.nn.Module:
+    return deeplabv2_from_preset(cfg.model.preset, cfg.data.num_classes,
+                                 aspp_branches=cfg.model.aspp_branches)
+
+
+def build_optimizer_for(model, optim_cfg: C.OptimConfig):
+    """The optimizer a stage's ``optim`` section describes (:func:`maxsq_lib.optim.build_optimizer`)."""
+    return build_optimizer(model, optim_cfg.name, lr=optim_cfg.lr, head_lr_mult=optim_cfg.head_lr_mult,
+                           momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
+
+
+def eval_subsets(cfg: C.RunConfig, val_ds) -> dict[str, set[str]] | None:
+    """Item names of each list of ``cfg.eval.subsets`` (e.g. ``dev`` and ``test``), each checked
+    to lie inside the val split."""
+    if not cfg.eval.subsets:
+        return None
+    from ..data import DatasetError, get_dataset
+
+    names = {s.name for s in val_ds.samples}
+    out = {}
+    for split in cfg.eval.subsets:
+        kwargs = dict(root=cfg.data.root, split=split, num_classes=cfg.data.num_classes, check_files=False)
+        if cfg.data.target == "nthu":
+            kwargs["city"] = cfg.data.city
+        members = {s.name for s in get_dataset(cfg.data.target, **kwargs).samples}
+        outside = sorted(members - names)
+        if outside:
+            raise DatasetError(f"eval.subsets: the {split!r} list names items that are not in the "
+                               f"{cfg.data.val_split!r} split it must be part of, e.g. {outside[:3]}")
+        out[split] = members
+    return out
+
+
+def run_dir_for(cfg: C.RunConfig, stage: str) -> Path:
+    """The folder of a run (shared source runs live under their owner benchmark)."""
+    return source_run_dir(cfg) if stage == "source" else cfg.run_dir(run_name(cfg, stage))
