@@ -29,6 +29,7 @@ from .files import ROOT_ENV, at_root, project_root
 
 try:
     from . import config as C
+    from . import methods as method_registry
 except ModuleNotFoundError as exc:  # the package was installed without the extras the CLI needs
     raise SystemExit(f"maxsq: the command line needs the 'engine' extra ({exc.name} is not installed): "
                      f"pip install 'maxsq[engine]'") from None
@@ -174,10 +175,10 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
     _common(ad)
     _train_flags(ad)
     ad.add_argument("--method", "--target_mode", dest="method", required=True,
-                    choices=C.METHODS,
+                    choices=method_registry.adaptation_methods(),
                     help="adabn (BatchNorm statistics re-estimated on target, no gradient step), "
-                         "none (source training, target batches through BatchNorm), minent, "
-                         "maxsquare, maxsquare_iw, maxsquare_iw_multi, hard")
+                         "none (source training, target batches through BatchNorm), or a target "
+                         "loss: " + ", ".join(method_registry.loss_methods()))
     ad.add_argument("--lambda-target", "--lambda_target", dest="lambda_target", type=float,
                     default=None, help="λ_T (default: profile; paper 0.1, Multi 0.09)")
     ad.add_argument("--iw-ratio", "--IW_ratio", dest="iw_ratio", type=float, default=None,
@@ -190,7 +191,7 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
                          "authors' --freeze_bn: statistics fixed, affine trained) or frozen "
                          "(statistics and affine fixed)")
     ad.add_argument("--match-gradient-to", default=None,
-                    choices=[m for m in C.METHODS if m not in ("adabn", "none", "maxsquare_iw_multi")],
+                    choices=method_registry.loss_methods(),
                     help="set λ_T so that the initial logit-gradient norm equals this method's "
                          "at the same λ_T")
     ad.add_argument("--match-gradient-lambda", type=float, default=None, metavar="λ_REF",
@@ -243,7 +244,7 @@ def _add_reproduce(sub) -> argparse.ArgumentParser:
     _common(rp)
     rp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     rp.add_argument("--methods", nargs="+",
-                    default=list(C.TABLE_METHODS), choices=C.METHODS)
+                    default=list(C.TABLE_METHODS), choices=method_registry.adaptation_methods())
     rp.add_argument("--jobs", type=int, default=1,
                     help="runs at once (each with one thread when > 1; 2 suits a 2-core machine)")
     rp.add_argument("--lambda-sweep", type=float, nargs="*", default=None, metavar="λ",

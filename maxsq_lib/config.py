@@ -27,6 +27,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from . import methods as method_registry
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 # The registry: every list of names the CLI, the runner and the figures offer derives from these.
@@ -34,10 +36,11 @@ PROFILES = ("smoke", "cpu", "gpu", "paper")
 """Configuration profiles, ``configs/<profile>.yaml``."""
 MINICITY_PROFILES = ("smoke", "cpu", "gpu")
 """Profiles whose data MiniCity generates (``paper`` reads the real datasets)."""
-METHODS = ("adabn", "none", "minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi", "hard")
-"""Adaptation methods: ``adabn`` re-estimates BatchNorm statistics on target images and takes no
-gradient step (Li et al. 2016); ``none`` trains on source while target batches pass through
-BatchNorm; the others add a target loss (a strategy of :mod:`maxsq_lib.engine.strategies`)."""
+METHODS = method_registry.adaptation_methods()
+"""The paper's adaptation methods (:mod:`maxsq_lib.methods`; checks read the registry at call time,
+so a method registered later is accepted too): ``adabn`` re-estimates BatchNorm statistics on
+target images and takes no gradient step (Li et al. 2016); ``none`` trains on source while target
+batches pass through BatchNorm; the others add a target loss."""
 CONTROL_METHODS = ("adabn", "none")
 """The BatchNorm-only controls: every loss method's gain is also paired against them."""
 LOSS_METHODS = ("minent", "maxsquare", "maxsquare_iw", "maxsquare_iw_multi")
@@ -196,7 +199,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Check values that types alone cannot; returns self."""
         _check_choice("profile", self.profile, PROFILES + ("custom",))
-        _check_choice("adapt.method", self.adapt.method, METHODS)
+        _check_choice("adapt.method", self.adapt.method, method_registry.adaptation_methods())
         _check_choice("adapt.bn_mode", self.adapt.bn_mode, tuple(BN_MODES))
         _check_choice("amp", self.amp, AMP_CHOICES)
         _check_choice("eval.bn_statistics", self.eval.bn_statistics, ("running", "target"))
@@ -205,7 +208,7 @@ class RunConfig:
         _check_choice("adapt.optim.name", self.adapt.optim.name, ("sgd", "adam"))
         if self.adapt.match_gradient_to is not None:
             _check_choice("adapt.match_gradient_to", self.adapt.match_gradient_to,
-                          tuple(m for m in METHODS if m not in ("adabn", "none")))
+                          method_registry.loss_methods())
         for name in ("source.iterations", "adapt.iterations", "log_every", "checkpoint_every",
                      "eval.every", "source.batch_size", "adapt.batch_size",
                      "adapt.target_batch_size"):
@@ -366,8 +369,9 @@ def resolve(profile: str, benchmark: str | None = None, method: str | None = Non
     node = _merge_layer(node, {**section, "profile": profile, "benchmark": benchmark},
                         f"{path} benchmarks.{benchmark}")
     if method not in (None, "source"):
-        if method not in METHODS:
-            raise ConfigError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+        if method not in method_registry.adaptation_methods():
+            raise ConfigError(f"unknown method {method!r}; expected one of "
+                              f"{list(method_registry.adaptation_methods())}")
         node = _merge_layer(node, methods.get(method) or {}, f"{path} methods.{method}")
         node = _merge_layer(node, benchmark_methods.get(method) or {},
                             f"{path} benchmarks.{benchmark}.methods.{method}")

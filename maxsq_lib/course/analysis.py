@@ -440,9 +440,9 @@ def iw_weight_maps(logits: Tensor, ratio: float = 0.2) -> np.ndarray:
 
 
 def _loss_color(name: str) -> str:
-    from .style import METHOD_COLORS
+    from .. import methods as method_registry
 
-    return METHOD_COLORS[_LOSS_COLOR_KEYS[name]]
+    return method_registry.color(_LOSS_COLOR_KEYS[name])
 
 
 def plot_gradient_curves(binary: dict, multiclass: dict | None = None, marks: Sequence[float] = ()):

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from .. import config as C
+from .. import methods as method_registry
 
 SPOT_ENTRIES = 3
 """List entries whose files the dry run looks for (the rest is ``maxsq data check``'s job)."""
@@ -575,9 +576,10 @@ def config_summary(cfg: C.RunConfig, stage: str) -> str:
     a = cfg.adapt
     text = (f"{a.iterations:,} iterations (poly horizon {a.schedule_horizon:,}), batch "
             f"{a.batch_size}+{a.target_batch_size}; {_optim(a.optim)}; λ_T {a.lambda_target:g}")
-    if a.method == "maxsquare_iw_multi":
-        text += f", λ_seg {a.lambda_seg:g}, threshold {a.threshold:g}"
-    if a.method == "hard":
+    row = method_registry.get_method(a.method)
+    if row.uses_aux:
+        text += f", λ_seg {a.lambda_seg:g}"
+    if row.pseudo_labels is not None:
         text += f", threshold {a.threshold:g}"
     if "iw" in a.method:
         text += f", IW α {a.iw_ratio:g}"

@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
+from .. import methods as method_registry
 from ..config import RunConfig, from_dict, load_yaml
 from ..engine.runs import is_finished, source_run_dir
-from .tables import METHOD_ORDER
 from ..labels import IGNORE_INDEX, ClassSet, class_set_for, colorize
 from .style import IGNORE_LEGEND, STYLE, denormalize_bgr, frame_image_axis, legend_handles
 
@@ -73,7 +73,7 @@ def _order_key(name: str) -> tuple:
     base, _, tag = name.partition("-")
     if name == SOURCE:
         return (-1, False, "", name)
-    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    rank = method_registry.display_rank(base)
     return (rank, tag != "", tag, name)
 
 

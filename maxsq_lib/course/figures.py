@@ -37,11 +37,12 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .. import methods as method_registry
 from ..config import CITIES, CROSS_CITY_METHODS, LOSS_METHODS, TABLE_METHODS as ADAPT_METHODS
 from ..engine.runs import find_runs
 from ..files import write_text_atomic
 from .tables import SELECTION_RULE, dev_choice, markdown_tables, results_json, summarize_runs
-from .style import (METHOD_COLORS, denormalize_bgr, figure_style, label_panel,
+from .style import (denormalize_bgr, figure_style, label_panel,
                   legend_handles, save_figure)
 
 # ------------------------------------------------------------------------------------ constants
@@ -70,10 +71,6 @@ PAPER_NTHU: dict[str, dict[str, float]] = {
 }
 """The paper's Cityscapes→NTHU mIoU-13 (%) per city."""
 
-
-METHOD_LABELS: dict[str, str] = {
-    "source": "source only", "adabn": "AdaBN (BN statistics only)", "none": "none (no target loss)", "minent": "MinEnt", "maxsquare": "MaxSquare",
-    "maxsquare_iw": "MaxSquare+IW", "maxsquare_iw_multi": "MaxSquare+IW+Multi"}
 
 RARE_SHARE = 0.02
 """Classes below this share of labelled target-val pixels are marked rare in the per-class figure."""
@@ -231,7 +228,7 @@ def _seed_text(seeds: Sequence[int]) -> str:
 
 
 def _label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
+    return method_registry.label(name)
 
 
 MINICITY_DATASET_NAMES = {"gta5": "MiniGTA", "cityscapes": "MiniCityscapes", "nthu": "MiniNTHU"}
@@ -401,7 +398,7 @@ def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None 
         seeds = sorted({s for n in methods for s in table[n]["seeds"]} | set(source))
         for i, name in enumerate(names):
             values = source if name == "source" else _seed_values(table[name])
-            _bar_with_seeds(ax, i, values, METHOD_COLORS.get(name, "#999999"))
+            _bar_with_seeds(ax, i, values, method_registry.color(name))
         src_entry = _source_entry(table)
         if src_entry is not None and src_entry["source_val_miou_mean"] is not None:
             level = 100 * src_entry["source_val_miou_mean"]
@@ -420,7 +417,7 @@ def results_figure(table: Mapping[str, dict], paper: Mapping[str, float] | None 
         width = 0.27 if with_control else 0.38
         paper_labelled = False
         for i, name in enumerate(gain_methods):
-            color = METHOD_COLORS.get(name, "#999999")
+            color = method_registry.color(name)
             at = (i - width, i, i + width) if with_control else (i - width / 2, i + width / 2, None)
             if paper and name in paper and "source" in paper:
                 g = paper[name] - paper["source"]
@@ -608,7 +605,7 @@ def training_curves_figure(runs: Sequence[dict], seed: int = 0, methods: Sequenc
     with figure_style():
         fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.0))
         for name in names:
-            run, color = chosen[name], METHOD_COLORS.get(name, "#999999")
+            run, color = chosen[name], method_registry.color(name)
             its, miou = _subset_curve(run)
             axes[0].plot(its, miou, marker="o", ms=3, color=color, label=_label(name))
             log = run.get("train_log") or []
@@ -691,30 +688,30 @@ def lambda_sweep_figure(table: Mapping[str, dict], methods: Sequence[str] = LOSS
             if points:
                 x, y = zip(*points)
                 lambdas.update(x)
-                ax.plot(x, [100 * v for v in y], marker=marker, ms=6, color=METHOD_COLORS.get(method, "#999999"),
+                ax.plot(x, [100 * v for v in y], marker=marker, ms=6, color=method_registry.color(method),
                         label=_label(method) + (" (dev-chosen)" if _reports(table) else ""))
             last = _sweep_points(table, method, seeds, "reported_last") if _reports(table) else []
             if last:
                 x, y = zip(*last)
                 ax.plot(x, [100 * v for v in y], marker=marker, ms=4, ls="--", lw=1, alpha=0.6,
-                        color=METHOD_COLORS.get(method, "#999999"), label=f"{_label(method)} (last iteration)")
+                        color=method_registry.color(method), label=f"{_label(method)} (last iteration)")
         match, matched_lambda = table.get("maxsquare-match-minent"), None
         if match is not None and isinstance(match["lambda_target"], (int, float)):
             value = _mean(_seed_values(match, seeds=seeds).values())
             if value is not None:
                 matched_lambda = float(match["lambda_target"])
                 ax.scatter([match["lambda_target"]], [100 * value], marker="*", s=160, zorder=5,
-                           color=METHOD_COLORS["maxsquare"], edgecolor="black", linewidths=0.6,
+                           color=method_registry.color("maxsquare"), edgecolor="black", linewidths=0.6,
                            label=f"MaxSquare at MinEnt's gradient norm (λ_T={match['lambda_target']:.3g})")
         source = _mean(v for s, v in source_on_target(table).items() if s in seeds)
         if source is not None:
-            ax.axhline(100 * source, color=METHOD_COLORS["source"], ls="--", lw=1, label="source model")
+            ax.axhline(100 * source, color=method_registry.color("source"), ls="--", lw=1, label="source model")
         noise = seed_noise(table)
         for control, ls in (("adabn", "-"), ("none", ":")):
             if control in table:
                 level = _mean(_seed_values(table[control], seeds=seeds).values())
                 if level is not None:
-                    ax.axhline(100 * level, color=METHOD_COLORS.get(control, "#777777"), ls=ls, lw=1.5,
+                    ax.axhline(100 * level, color=method_registry.color(control), ls=ls, lw=1.5,
                                label=_label(control))
                     if control == "adabn" and noise is not None:
                         ax.axhspan(100 * (level - 3 * noise), 100 * (level + 3 * noise), color="#cccccc",
@@ -781,7 +778,7 @@ def dose_curves_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: in
                 x, y = _subset_curve(by_name["none"], subset)
                 ax.plot(x, y, color="black", ls=":", lw=1.4, label="none (no target loss)")
             if "adabn" in by_name:  # its result is its last evaluation (its `before` is the source model)
-                ax.axhline(100 * _subset_miou(by_name["adabn"]["last"], subset), color=METHOD_COLORS.get("adabn", "#777777"),
+                ax.axhline(100 * _subset_miou(by_name["adabn"]["last"], subset), color=method_registry.color("adabn"),
                            lw=1.2, label="AdaBN")
             for lam, name in lines:
                 x, y = _subset_curve(by_name[name], subset)
@@ -954,7 +951,7 @@ def pseudo_labels_figure(runs: Sequence[dict], table: Mapping[str, dict], seed: 
             cx, cy = _subset_curve(by_name[name], subset)
             axes[2].plot(cx, cy, marker="o", ms=2.5, lw=1.3, color=colour[lam], label=tag)
         if "adabn" in by_name:
-            axes[2].axhline(100 * _subset_miou(by_name["adabn"]["last"], subset), color=METHOD_COLORS.get("adabn", "#777777"),
+            axes[2].axhline(100 * _subset_miou(by_name["adabn"]["last"], subset), color=method_registry.color("adabn"),
                             lw=1.2, label="AdaBN")
         axes[0].set_ylabel("kept pixels (%)")
         axes[0].set_title("pixels whose pseudo-label passes the threshold", fontsize=9)
@@ -1029,12 +1026,12 @@ def bn_mode_figure(table: Mapping[str, dict], benchmark: str = "minicity") -> Fi
         raise MissingEvidence(f"no maxsquare-bn-frozen run in {benchmark}")
     seeds = sorted(frozen["seeds"])
     source = {s: v for s, v in source_on_target(table).items() if s in seeds}
-    bars = [("source model", METHOD_COLORS["source"], source)]
+    bars = [("source model", method_registry.color("source"), source)]
     if "none" in table:
-        bars.append(("none (BN train,\nno target loss)", METHOD_COLORS["none"],
+        bars.append(("none (BN train,\nno target loss)", method_registry.color("none"),
                      _seed_values(table["none"], seeds=seeds)))
     if "maxsquare" in table:
-        bars.append(("MaxSquare\n(BN train, authors)", METHOD_COLORS["maxsquare"],
+        bars.append(("MaxSquare\n(BN train, authors)", method_registry.color("maxsquare"),
                      _seed_values(table["maxsquare"], seeds=seeds)))
     bars.append(("MaxSquare\n(BN frozen)", "#f4a6a6", _seed_values(frozen)))
     with figure_style():
@@ -1108,7 +1105,7 @@ def cross_city_figure(tables_by_city: Mapping[str, Mapping[str, dict]],
         for k, name in enumerate(names):
             for i, city in enumerate(cities):
                 _bar_with_seeds(ax, i + (k - (len(names) - 1) / 2) * width, values[city][name],
-                                METHOD_COLORS[name], width=width,
+                                method_registry.color(name), width=width,
                                 label=_label(name) if i == 0 else None, fontsize=5.5)
         ax.set_title(f"here: MiniCity city variants, {_seed_text(seeds)}")
         if paper:
@@ -1118,7 +1115,7 @@ def cross_city_figure(tables_by_city: Mapping[str, Mapping[str, dict]],
             for k, name in enumerate(paper_names):
                 xs = [i + (k - (len(paper_names) - 1) / 2) * pw for i, c in enumerate(cities) if c in paper]
                 ys = [paper[c][name] for c in cities if c in paper]
-                ax_p.bar(xs, ys, width=pw, color=METHOD_COLORS[name], edgecolor="black", linewidth=0.5,
+                ax_p.bar(xs, ys, width=pw, color=method_registry.color(name), edgecolor="black", linewidth=0.5,
                          label=_label(name), zorder=2)
                 for x, y in zip(xs, ys):
                     ax_p.annotate(f"{y:.1f}", (x, y), xytext=(0, 3), textcoords="offset points",
@@ -1164,7 +1161,7 @@ def flip_figure(table: Mapping[str, dict], methods: Sequence[str] = ("source",) 
         fig, ax = plt.subplots(figsize=(8.6, 4.0))
         width = 0.38
         for i, (name, entry) in enumerate(rows):
-            color = METHOD_COLORS.get(name, "#999999")
+            color = method_registry.color(name)
             _bar_with_seeds(ax, i - width / 2, _seed_values(entry, "miou"), color, width=width,
                             label="no flip" if i == 0 else None, fontsize=6.5)
             _bar_with_seeds(ax, i + width / 2, _seed_values(entry, "miou_flip"), color, width=width,
@@ -1227,8 +1224,8 @@ def gradient_curves_figure(p: np.ndarray | None = None) -> Figure:
     """
     p = np.linspace(0.5, 0.995, 199) if p is None else np.asarray(p, dtype=np.float64)
     curves = binary_gradient_curves(p)
-    styles = (("entropy", "entropy (MinEnt)", METHOD_COLORS["minent"]),
-              ("maxsquare", "MaxSquare", METHOD_COLORS["maxsquare"]))
+    styles = (("entropy", "entropy (MinEnt)", method_registry.color("minent")),
+              ("maxsquare", "MaxSquare", method_registry.color("maxsquare")))
     with figure_style():
         fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8))
         for key, text, color in styles:
@@ -1447,7 +1444,7 @@ def reliability_figure(profile: str, benchmark: str, runs_root: str | os.PathLik
         for name, c in curves.items():
             centers = (c["edges"][:-1] + c["edges"][1:]) / 2
             filled = c["count"] > 0
-            color = METHOD_COLORS.get(name, "#999999")
+            color = method_registry.color(name)
             ax.plot(c["confidence"][filled], c["accuracy"][filled], marker="o", ms=4, color=color,
                     label=f"{_label(name)} (ECE {100 * c['ece']:.1f})")
             ax_n.plot(centers, 100 * c["count"] / c["count"].sum(), marker="o", ms=3, color=color,

@@ -34,18 +34,6 @@ STYLE: dict = {
 }
 """The project's matplotlib style (applied by :func:`figure_style`)."""
 
-# Colours for methods, fixed so a method has the same colour in every figure.
-METHOD_COLORS: dict[str, str] = {
-    "source": "#7f7f7f",
-    "adabn": "#8172b3",
-    "none": "#bcbd22",
-    "minent": "#1f77b4",
-    "maxsquare": "#d62728",
-    "maxsquare_iw": "#ff7f0e",
-    "maxsquare_iw_multi": "#2ca02c",
-    "hard": "#9467bd",
-}
-
 _METADATA = {
     ".png": {"Software": None},
     ".svg": {"Date": None, "Creator": None},

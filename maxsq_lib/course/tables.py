@@ -20,11 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import methods as method_registry
 from ..engine.runs import find_runs, write_json_atomic
 from ..files import write_text_atomic
-
-METHOD_ORDER = ("source", "source_multi", "adabn", "none", "minent", "maxsquare", "maxsquare_iw",
-                "maxsquare_iw_multi", "hard")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -79,7 +77,7 @@ def dev_choice(metrics: dict, select: str = SELECT_SPLIT, report: str = REPORT_S
 
 def _order_key(run: str) -> tuple:
     base, _, tag = run.partition("-")
-    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    rank = method_registry.display_rank(base)
     return (rank, tag != "", tag, run)
 
 

@@ -6,31 +6,22 @@ name, a flag saying whether it uses the auxiliary (layer5) head, and ``__call__(
 returns the weighted target loss (or ``None`` when there is nothing to back-propagate) and a dict
 of detached tensors to log.
 
-=====================  =============================================================================
-method                 target objective (λ_T = ``lambda_target``, λ_seg = ``lambda_seg``)
-=====================  =============================================================================
-none                   no loss: target images still pass through BatchNorm in train mode
-minent                 λ_T · entropy(P)
-maxsquare              λ_T · MaxSquare(P)
-maxsquare_iw           λ_T · IW-MaxSquare(P; α)
-maxsquare_iw_multi     λ_T · IW-MaxSquare(P; α) + λ_seg · λ_T · CE(aux, fused pseudo-label)
-hard                   λ_T · CE(main, argmax P where max P > threshold)
-=====================  =============================================================================
-
-P = softmax of the main-head logits at input resolution. ``faithful_scale=True`` uses the authors'
-constants (official-code-facts §4), so the paper's λ_T values mean what they meant there.
+The methods and their losses are the rows of :mod:`maxsq_lib.methods`; the strategy weights the
+row's loss by λ_T. P = softmax of the main-head logits at input resolution. ``faithful_scale=True`` uses the authors'
+constants (docs/authors_code.md), so the paper's λ_T values mean what they meant there.
 Introduced in notebook ``04_adaptation``.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
-from .. import losses
+from .. import methods
 
 
 @dataclass(frozen=True)
@@ -78,61 +69,26 @@ class TargetStrategy:
 def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float = 0.1,
                   threshold: float = 0.95, iw_ratio: float = 0.2,
                   faithful_scale: bool = True) -> TargetStrategy:
-    """Build the strategy for an adaptation method by name.
+    """Build the strategy for an adaptation method by name (a row of :mod:`maxsq_lib.methods`).
 
     Args:
-        method: ``adabn``, ``none``, ``minent``, ``maxsquare``, ``maxsquare_iw``,
-            ``maxsquare_iw_multi``, ``hard``.
+        method: a registered method, e.g. ``adabn``, ``none``, ``minent``, ``maxsquare``,
+            ``maxsquare_iw``, ``maxsquare_iw_multi``, ``hard``.
         lambda_target: λ_T.
         lambda_seg: λ_seg, the aux-head weight of multi-level guidance.
         threshold: confidence threshold δ of multi-level guidance and of ``hard``.
         iw_ratio: α of the image-wise class weights.
-        faithful_scale: use the authors' loss constants (§4 of the facts file).
+        faithful_scale: use the authors' loss constants (docs/authors_code.md, losses).
     Returns:
         a :class:`TargetStrategy`.
     """
-
-    def minent(main: Tensor, aux: Tensor):
-        return losses.entropy(main, faithful=faithful_scale), {}
-
-    def maxsquare(main: Tensor, aux: Tensor):
-        return losses.max_square(main, faithful=faithful_scale), {}
-
-    def maxsquare_iw(main: Tensor, aux: Tensor):
-        return losses.iw_max_square(main, ratio=iw_ratio, faithful=faithful_scale), {}
-
-    def fused_labels(main: Tensor, aux: Tensor) -> Tensor:
-        return losses.fused_pseudo_label(main, aux, threshold=threshold)
-
-    def confident_labels(main: Tensor, aux: Tensor | None) -> Tensor:
-        return losses.hard_pseudo_label(main, threshold=threshold)
-
-    def maxsquare_iw_multi(main: Tensor, aux: Tensor):
-        main_loss = losses.iw_max_square(main, ratio=iw_ratio, faithful=faithful_scale)
-        aux_ce, pseudo = losses.multi_level_guidance(main, aux, threshold=threshold)
-        kept = (pseudo >= 0).float().mean()
-        # λ_T multiplies the sum, so the aux term ends up weighted λ_seg·λ_T as in §4.1.
-        return main_loss + lambda_seg * aux_ce, {"target_main_loss": main_loss.detach(),
-                                                  "target_aux_ce": aux_ce.detach(),
-                                                  "pseudo_label_fraction": kept}
-
-    def hard(main: Tensor, aux: Tensor):
-        pseudo = confident_labels(main, aux)
-        return losses.source_cross_entropy(main, pseudo), {"pseudo_label_fraction": (pseudo >= 0).float().mean()}
-
-    table = {
-        "adabn": (None, False, None),  # no gradient step at all: see maxsq_lib.engine.adabn
-        "none": (None, False, None),
-        "minent": (minent, False, None),
-        "maxsquare": (maxsquare, False, None),
-        "maxsquare_iw": (maxsquare_iw, False, None),
-        "maxsquare_iw_multi": (maxsquare_iw_multi, True, fused_labels),
-        "hard": (hard, False, confident_labels),
-    }
-    if method not in table:
-        raise ValueError(f"unknown adaptation method {method!r}; expected one of {list(table)}")
-    fn, uses_aux, pseudo_label_fn = table[method]
-    return TargetStrategy(method, float(lambda_target), uses_aux, fn, pseudo_label_fn)
+    row = methods.get_method(method)
+    if row.role == "source":
+        raise ValueError(f"{method!r} is a source row, not an adaptation method")
+    params = methods.LossParams(lambda_seg, threshold, iw_ratio, faithful_scale)
+    loss_fn = None if row.loss is None else functools.partial(row.loss, p=params)
+    pseudo = None if row.pseudo_labels is None else functools.partial(row.pseudo_labels, p=params)
+    return TargetStrategy(method, float(lambda_target), row.uses_aux, loss_fn, pseudo)
 
 
 def strategy_from_config(adapt_cfg, lambda_target: float | None = None) -> TargetStrategy:
