@@ -36,6 +36,7 @@ import glob
 import os
 import random
 import re
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,7 @@ class LoadReport:
         mismatched: ``(key, file shape, model shape)`` for keys present in both with other shapes.
         skipped: file keys deliberately not loaded (e.g. the init file's ``layer5`` classifier).
         info: the file's non-tensor entries (e.g. ``epoch``, ``iteration``, ``best_MIou``).
+        note: one line saying what :func:`load_weights` loaded.
     """
 
     loaded: list[str] = field(default_factory=list)
@@ -88,6 +90,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -253,10 +256,11 @@ def _short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def read_checkpoint_file(
+def _read_torch_file(
     path: str | os.PathLike,
     map_location: str | torch.device | None = "cpu",
     allow_numpy_scalars: bool = False,
+    lazy: bool = False,
 ) -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file and the reason.
 
@@ -265,6 +269,7 @@ def read_checkpoint_file(
         map_location: where tensors go (``"cpu"`` by default).
         allow_numpy_scalars: also accept numpy scalars (needed for the authors' files, whose
             ``best_MIou`` is a ``numpy.float64``).
+        lazy: map a zip file's tensors from disk instead of reading them (a legacy file is read).
 
     Returns:
         The unpickled object (tensors, dicts, lists, numbers, strings).
@@ -286,7 +291,8 @@ def read_checkpoint_file(
     )
     try:
         with allow:
-            return torch.load(p, map_location=map_location, weights_only=True)
+            mmap = lazy and zipfile.is_zipfile(p)
+            return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for damaged files; all mean "unreadable"
         blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if blocked:
@@ -583,15 +589,15 @@ def load_checkpoint(
             state that do not fit.
     """
     p = Path(path)
-    ckpt = read_checkpoint_file(p, map_location=map_location, allow_numpy_scalars=True)
+    ckpt = _read_torch_file(p, map_location=map_location, allow_numpy_scalars=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         hint = ""
         if isinstance(ckpt, dict) and (
             "state_dict" in ckpt or any(str(k).startswith("module.") for k in ckpt)
         ):
             hint = (
-                "; it looks like one of the authors' released files: use load_weights (any format) or "
-                "load_reference_checkpoint"
+                "; it looks like one of the authors' released files: use load_weights, which reads "
+                "every format"
             )
         raise CheckpointError(
             f"{p}: not a maxsq checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r} "
@@ -614,79 +620,6 @@ def load_checkpoint(
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{p}: cannot restore RNG states: {exc}") from exc
     return ckpt
-
-
-# --------------------------------------------------------------------------------------------
-# The authors' files
-
-
-def load_reference_checkpoint(
-    model: nn.Module, path: str | os.PathLike, strict: bool = True
-) -> LoadReport:
-    """Load one of the authors' released checkpoints (e.g. ``GTA5_source.pth``) into a model.
-
-    Their files are ``{"epoch", "iteration", "state_dict", "optimizer", "best_MIou"}`` with a
-    ``DataParallel`` state_dict (every key prefixed ``module.``), or a bare state_dict. The
-    prefix is removed and the tensors are loaded strictly. Build the model with
-    ``deeplabv2(num_classes, aspp_branches=2)`` to compute what the authors computed.
-
-    Args:
-        model: a paper-size :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
-        path: the ``.pth`` file.
-        strict: with False, load the matching tensors and report the rest instead of raising.
-
-    Returns:
-        A :class:`LoadReport`; its ``info`` holds ``epoch``, ``iteration``, ``best_MIou``.
-
-    Raises:
-        CheckpointError: unreadable or unsafe file, or (strict) missing / unexpected / wrongly
-            shaped keys, listed by module with hints (e.g. a 16-class file for a 19-class model).
-
-    Introduced in notebook ``05_evaluation``.
-    """
-    wf = read_weights(path)
-    if wf.format == "maxsq":
-        raise CheckpointError(f"{wf.path}: this is a maxsq training checkpoint; use load_checkpoint "
-                              f"(or load_weights, which reads every format)")
-    report = _apply_state(model, wf.state, wf.path, strict)
-    report.info = wf.info
-    return report
-
-
-def load_init_checkpoint(
-    model: nn.Module, path: str | os.PathLike, strict_backbone: bool = True
-) -> LoadReport:
-    """Initialise the backbone from the DeepLab COCO init file, as the authors' source training does.
-
-    The file's keys carry the wrapper name ``Scale.`` (``Scale.conv1.weight``), which is dropped.
-    Keys whose remaining top level is ``layer5`` (the init model's classifier, which sat on layer4)
-    are skipped, every other tensor is copied; so both heads keep their N(0, 0.01) init and BN
-    ``num_batches_tracked`` stays as it is when the file lacks it.
-
-    Args:
-        model: a paper-size :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
-        path: ``DeepLab_resnet_pretrained_init-f81d91e8.pth`` (a bare state_dict).
-        strict_backbone: raise if a backbone tensor (other than ``num_batches_tracked``) is not
-            in the file. Unexpected keys and shape mismatches always raise.
-
-    Returns:
-        A :class:`LoadReport`: ``loaded`` model keys, ``skipped`` file keys (``Scale.layer5.*``),
-        ``missing`` model keys left at their init (the heads, ``num_batches_tracked``).
-
-    Raises:
-        CheckpointError: unreadable or unsafe file, or keys that do not fit the model.
-
-    Introduced in notebook ``02_source_pretraining``.
-    """
-    wf = read_weights(path)
-    if wf.format != "deeplab_init":
-        raise CheckpointError(
-            f"{wf.path}: expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'; "
-            f"found {WEIGHT_FORMATS[wf.format]}: the file's keys have no wrapper prefix ('Scale.') "
-            "(use load_weights for a trained model)")
-    report = _load_init_state(model, wf.state, wf.path, strict_backbone)
-    report.skipped, report.info = list(wf.skipped), wf.info
-    return report
 
 
 def _load_init_state(model: nn.Module, stripped: Mapping[str, torch.Tensor], p: Path,
@@ -730,7 +663,12 @@ WEIGHT_FORMATS = {
 """The formats :func:`read_weights` recognises, with the words it prints for each."""
 
 AUTHORS_ASPP_BRANCHES = 2
-"""ASPP branches the authors' heads sum (official-code-facts §3.2): their files need this value."""
+"""ASPP branches the authors' heads sum (docs/authors_code.md, model): their files need this value."""
+
+PURPOSES = ("init", "start", "evaluate")
+"""What a weight file is loaded for: ``init``, source training's initialisation; ``start``, the
+model an adaptation starts from; ``evaluate``, a model to score or look at. The DeepLab init file
+(a backbone with no trained heads) serves ``init`` only."""
 
 _WEIGHTS_EXPECTED = (
     "expected a maxsq checkpoint, the authors' checkpoint (a dict with 'state_dict'), a bare "
@@ -771,6 +709,41 @@ class WeightsFile:
             return AUTHORS_ASPP_BRANCHES
         return None
 
+    def heads_for(self, configured: int, chosen: bool) -> tuple[int, str]:
+        """The ASPP branches a model for this file should sum, and why, in words.
+
+        A file that says how its heads were trained (a maxsq checkpoint's config; the authors'
+        files: 2) decides ``model.aspp_branches`` unless the user chose a value.
+
+        Args:
+            configured: ``model.aspp_branches`` of the run config.
+            chosen: the user set that value (a flag or an override), not a profile default.
+        Returns:
+            ``(aspp_branches, note)``.
+        """
+        from_file = self.aspp_branches
+        if from_file is None:
+            return configured, f"{configured} ASPP branches (the profile's; the file does not say)"
+        if chosen or from_file == configured:
+            why = "as chosen" if chosen and from_file != configured else "as the file's heads"
+            note = f"{configured} ASPP branches ({why}"
+            if chosen and from_file != configured:
+                note += f"; the file's heads were trained with {from_file}"
+            return configured, note + ")"
+        source = "the authors' heads sum two" if self.format != "maxsq" else "recorded in its config"
+        return from_file, (f"{from_file} ASPP branches, following the file ({source}; "
+                           f"pass --aspp-branches {configured} to override)")
+
+    def check_purpose(self, purpose: str) -> None:
+        """Refuse a file that cannot serve ``purpose`` (one of :data:`PURPOSES`)."""
+        if purpose not in PURPOSES:
+            raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+        if self.format == "deeplab_init" and purpose != "init":
+            raise CheckpointError(
+                f"{self.path}: this is the DeepLab init file (a backbone with no trained heads); it "
+                f"starts source training (maxsq train-source --init-checkpoint {self.path}); expected "
+                f"a trained model: a maxsq checkpoint or the authors' released .pth")
+
     def describe(self) -> str:
         """One line: the format recognised and what the file says about itself."""
         details = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
@@ -781,12 +754,14 @@ class WeightsFile:
         return f"{self.path}: {WEIGHT_FORMATS[self.format]}{extra}"
 
 
-def read_weights(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> WeightsFile:
+def read_weights(path: str | os.PathLike, map_location: str | torch.device | None = "cpu",
+                 lazy: bool = False) -> WeightsFile:
     """Read any weight file a user has and recognise its format (see the module docstring).
 
     Args:
         path: the file.
         map_location: where tensors go (``"cpu"`` by default).
+        lazy: map a zip file's tensors from disk instead of reading them (the dry run's check).
 
     Returns:
         A :class:`WeightsFile`.
@@ -795,7 +770,7 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device | Non
         CheckpointError: missing, unreadable or unsafe file, or one that holds no named tensors.
     """
     p = Path(path)
-    obj = read_checkpoint_file(p, map_location=map_location, allow_numpy_scalars=True)
+    obj = _read_torch_file(p, map_location=map_location, allow_numpy_scalars=True, lazy=lazy)
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         state = obj.get("model")
         if not isinstance(state, Mapping):
@@ -815,28 +790,40 @@ def read_weights(path: str | os.PathLike, map_location: str | torch.device | Non
     return WeightsFile(p, "authors" if authors else "state_dict", state, info=info)
 
 
-def load_weights(model: nn.Module, weights: WeightsFile | str | os.PathLike) -> LoadReport:
-    """Load any recognised weight file into a model, strictly.
+def load_weights(model: nn.Module, weights: WeightsFile | str | os.PathLike, *, purpose: str = "evaluate",
+                 strict: bool = True) -> LoadReport:
+    """Load any recognised weight file into a model.
 
     The DeepLab init file fills the backbone and leaves both heads (and ``num_batches_tracked``,
-    which it lacks) at their initial values; every other format must fit the model key for key.
+    which it lacks) at their initial values; every other format must fit the model key for key
+    (with ``strict=False``: the matching tensors load and the rest is reported).
 
     Args:
         model: a :class:`~maxsq_lib.models.DeepLabV2` (bare or wrapped).
         weights: a :class:`WeightsFile` from :func:`read_weights`, or a path.
+        purpose: one of :data:`PURPOSES` (the init file serves ``init`` only).
+        strict: raise on missing, unexpected or wrongly shaped keys.
 
     Returns:
-        A :class:`LoadReport`; ``info`` holds the file's entries and ``format``.
+        A :class:`LoadReport`; ``info`` holds the file's entries and ``format``; ``note`` says in
+        one line what was loaded.
 
     Raises:
-        CheckpointError: the file cannot be read, or its keys or shapes do not fit the model
-            (the message lists missing, unexpected and wrongly shaped keys, with hints).
+        CheckpointError: the file cannot be read, cannot serve ``purpose``, or (strict) its keys
+            or shapes do not fit the model (the message lists them, with hints).
     """
     wf = weights if isinstance(weights, WeightsFile) else read_weights(weights)
+    wf.check_purpose(purpose)
     if wf.format == "deeplab_init":
-        report = _load_init_state(model, wf.state, wf.path, strict_backbone=True)
+        report = _load_init_state(model, wf.state, wf.path, strict_backbone=strict)
         report.skipped = list(wf.skipped)
     else:
-        report = _apply_state(model, wf.state, wf.path, strict=True)
+        report = _apply_state(model, wf.state, wf.path, strict=strict)
     report.info = {**wf.info, "format": wf.format}
+    heads = getattr(unwrap_model(model), "aspp_branches", None)
+    note = ""
+    if wf.aspp_branches is not None and heads is not None and wf.aspp_branches != heads:
+        note = f"; note: its heads were trained summing {wf.aspp_branches} ASPP branches, this model sums {heads}"
+    left = f", {len(report.missing)} left at their init" if wf.format == "deeplab_init" else ""
+    report.note = f"loaded {wf.describe()}: {len(report.loaded)} tensors{left}{note}"
     return report

@@ -425,7 +425,7 @@ def _cmd_data(args) -> int:
 def _cmd_train(args, stage: str, argv: list[str]) -> int:
     if getattr(args, "dry_run", False):
         return _dry_run(argv)
-    from .engine.weights import follow_start_heads
+    from .engine.build import follow_start_heads
 
     method = args.method if stage == "adapt" else None
     cfg = resolve_from_args(args, method)
@@ -460,9 +460,8 @@ def _cmd_evaluate(args) -> int:
     it never deletes anything and refuses to overwrite an existing ``--output`` unless asked."""
     from .engine.evaluation import evaluate
     from .engine.runs import RunExistsError, write_json_atomic
-    from .engine.build import build_dataset, resolve_device, run_dir_for
+    from .engine.build import build_dataset, model_from_file, resolve_device, run_dir_for
     from .engine.trainer import MissingInputError
-    from .engine.weights import model_from_file
     from .labels import class_set_for
     from .models import unwrap_model
 

@@ -183,7 +183,7 @@ class _Unlabelled(torch.utils.data.Dataset):
 def main(argv: list[str] | None = None) -> int:
     from maxsq_lib.course.notebook import config_for
     from maxsq_lib.engine.build import build_model
-    from maxsq_lib.engine.weights import load_into
+    from maxsq_lib.checkpoint import load_weights
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a source model checkpoint (final.pt)")
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_for(args.profile)
     model = build_model(cfg)
-    load_into(model, args.checkpoint)
+    load_weights(model, args.checkpoint)
     if args.looks:
         table = look_table(model, candidate_looks(), val_images=min(args.images * 2, 200),
                            render_size=PROFILES[args.profile].size, input_size=tuple(cfg.data.val_size),

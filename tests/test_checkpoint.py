@@ -20,8 +20,8 @@ from maxsq_lib.checkpoint import (
     capture_rng_states,
     compare_state_dicts,
     load_checkpoint,
-    load_init_checkpoint,
-    load_reference_checkpoint,
+    load_weights,
+    read_weights,
     restore_rng_states,
     save_checkpoint,
     to_storable,
@@ -234,15 +234,16 @@ def test_reference_checkpoint_in_the_authors_layout_loads(tmp_path):
     source = tiny_model(seed=7)
     authors_style_file(tmp_path / "GTA5_source.pth", source.state_dict())
     model = nn.DataParallel(tiny_model(seed=8))
-    report = load_reference_checkpoint(model, tmp_path / "GTA5_source.pth")
+    report = load_weights(model, tmp_path / "GTA5_source.pth")
     assert_same_state(source, model.module)
     assert report.ok and len(report.loaded) == len(source.state_dict())
-    assert report.info == {"epoch": 3, "iteration": 8925, "best_MIou": pytest.approx(0.4125)}
+    assert report.info == {"epoch": 3, "iteration": 8925, "best_MIou": pytest.approx(0.4125), "format": "authors"}
+    assert report.note.startswith(f"loaded {tmp_path / 'GTA5_source.pth'}: the authors' training checkpoint")
 
     # A bare DataParallel state_dict (no 'state_dict' entry) loads as well.
     torch.save({"module." + k: v for k, v in source.state_dict().items()}, tmp_path / "bare.pth")
     bare = tiny_model(seed=9)
-    load_reference_checkpoint(bare, tmp_path / "bare.pth")
+    assert load_weights(bare, tmp_path / "bare.pth").info["format"] == "state_dict_module"
     assert_same_state(source, bare)
 
 
@@ -251,7 +252,7 @@ def test_reference_checkpoint_with_an_extra_key_names_it(tmp_path):
     state["layer7.conv.weight"] = torch.zeros(1)
     authors_style_file(tmp_path / "extra.pth", state)
     with pytest.raises(CheckpointError) as info:
-        load_reference_checkpoint(tiny_model(), tmp_path / "extra.pth")
+        load_weights(tiny_model(), tmp_path / "extra.pth")
     message = str(info.value)
     assert str(tmp_path / "extra.pth") in message
     assert "unexpected keys (1)" in message and "layer7.conv.weight" in message
@@ -262,7 +263,7 @@ def test_reference_checkpoint_with_16_classes_into_19_names_the_shape_mismatch(t
     authors_style_file(tmp_path / "synthia_source.pth", source.state_dict(), legacy=False)
     model = tiny_model(19)
     with pytest.raises(CheckpointError) as info:
-        load_reference_checkpoint(model, tmp_path / "synthia_source.pth")
+        load_weights(model, tmp_path / "synthia_source.pth")
     message = str(info.value)
     assert "shape mismatches (16)" in message
     assert "layer5.conv2d_list.0.weight: file [16, 64, 3, 3] vs model [19, 64, 3, 3]" in message
@@ -270,19 +271,22 @@ def test_reference_checkpoint_with_16_classes_into_19_names_the_shape_mismatch(t
 
     # Non-strict: the backbone loads, the heads are reported and left alone.
     heads_before = model.layer6.conv2d_list[0].weight.clone()
-    report = load_reference_checkpoint(model, tmp_path / "synthia_source.pth", strict=False)
+    report = load_weights(model, tmp_path / "synthia_source.pth", strict=False)
     assert len(report.mismatched) == 16 and not report.missing and not report.unexpected
     assert torch.equal(model.layer4[0].conv2.weight, source.layer4[0].conv2.weight)
     assert torch.equal(model.layer6.conv2d_list[0].weight, heads_before)
 
 
-def test_loaders_point_to_each_other_for_the_wrong_kind_of_file(tmp_path):
+def test_resume_points_to_the_one_weight_loader_which_reads_ours_too(tmp_path):
     authors_style_file(tmp_path / "authors.pth", tiny_model().state_dict())
-    with pytest.raises(CheckpointError, match="load_reference_checkpoint"):
+    with pytest.raises(CheckpointError, match="use load_weights, which reads every format"):
         load_checkpoint(tmp_path / "authors.pth")
-    save_checkpoint(tmp_path / "ours.pt", model=tiny_model(), step=0)
-    with pytest.raises(CheckpointError, match="use load_checkpoint"):
-        load_reference_checkpoint(tiny_model(), tmp_path / "ours.pt")
+    source = tiny_model(seed=5)
+    save_checkpoint(tmp_path / "ours.pt", model=source, step=7)
+    model = tiny_model(seed=6)
+    report = load_weights(model, tmp_path / "ours.pt")
+    assert_same_state(source, model)
+    assert report.info == {"step": 7, "format": "maxsq"}
 
 
 def init_style_state(model: nn.Module, layer4_channels: int) -> dict:
@@ -307,7 +311,7 @@ def test_init_checkpoint_copies_the_backbone_and_leaves_the_heads(tmp_path):
         k: v.clone() for k, v in model.state_dict().items() if k.startswith(("layer5", "layer6"))
     }
 
-    report = load_init_checkpoint(model, tmp_path / "init.pth")
+    report = load_weights(model, tmp_path / "init.pth", purpose="init")
 
     state = model.state_dict()
     for key, value in donor.state_dict().items():
@@ -331,11 +335,14 @@ def test_init_checkpoint_that_does_not_fit_is_refused(tmp_path):
     del state["Scale.layer2.0.conv1.weight"]
     torch.save(state, tmp_path / "init.pth")
     with pytest.raises(CheckpointError, match=r"(?s)init\.pth.*layer2\.0\.conv1\.weight"):
-        load_init_checkpoint(tiny_model(), tmp_path / "init.pth")
-    # Without the wrapper prefix every name loses its first component: say so.
-    torch.save(donor.state_dict(), tmp_path / "plain.pth")
-    with pytest.raises(CheckpointError, match="no wrapper prefix"):
-        load_init_checkpoint(tiny_model(), tmp_path / "plain.pth")
+        load_weights(tiny_model(), tmp_path / "init.pth", purpose="init")
+    # The init file has no trained heads: it starts source training and serves nothing else.
+    torch.save(init_style_state(donor, 4 * 8 * 4), tmp_path / "whole.pth")
+    for purpose in ("start", "evaluate"):
+        with pytest.raises(CheckpointError, match="this is the DeepLab init file"):
+            load_weights(tiny_model(), tmp_path / "whole.pth", purpose=purpose)
+    with pytest.raises(ValueError, match="purpose must be one of"):
+        load_weights(tiny_model(), tmp_path / "whole.pth", purpose="resume")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,8 +370,8 @@ def broken_files(tmp_path: Path) -> dict[str, Path]:
 
 LOADERS = {
     "load_checkpoint": lambda path: load_checkpoint(path, tiny_model()),
-    "load_reference_checkpoint": lambda path: load_reference_checkpoint(tiny_model(), path),
-    "load_init_checkpoint": lambda path: load_init_checkpoint(tiny_model(), path),
+    "load_weights": lambda path: load_weights(tiny_model(), path),
+    "read_weights": read_weights,
 }
 
 

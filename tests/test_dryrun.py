@@ -139,7 +139,10 @@ def test_adapt_on_smoke_needs_the_source_model_until_it_exists(smoke_data, tmp_p
     assert f"✘ source checkpoint: {final}" in out
     assert "train it first: maxsq train-source --profile smoke --benchmark minicity" in out
     final.parent.mkdir(parents=True)
-    torch.save({"model": {}}, final)
+    torch.save({"model": {}}, final)  # a file the run's reader refuses: the dry run refuses it too
+    assert main(argv) == 1
+    assert "entries that are not named tensors: ['model']" in capsys.readouterr().out
+    torch.save({"conv1.weight": torch.ones(1)}, final)
     assert main(argv) == 0
     assert f"✔ source checkpoint: {final}" in capsys.readouterr().out
 
@@ -177,7 +180,7 @@ def test_fabricated_gta5_layout_is_complete_for_source_training(paper_layout):
     assert "the authors' list has 12,403" in train.detail
     assert train.used_by == ["source training"]
     ckpts = {Path(i.path).relative_to(base).as_posix(): i for i in gta.checkpoints.values()}
-    assert ckpts[INIT].status == "ok" and ckpts[INIT].detail.startswith("torch zip file")
+    assert ckpts[INIT].status == "ok" and ckpts[INIT].detail.startswith("the DeepLab init file ('Scale.' keys")
     source = ckpts["runs/paper/gta5_cityscapes/source/seed0/final.pt"]
     assert source.status == "planned" and "source seed0" in source.detail
     assert "maxsquare seed0" in source.used_by and "maxsquare_iw_multi seed0" not in source.used_by
@@ -211,7 +214,7 @@ def test_fabricated_layout_passes_train_source_and_adapt_needs_the_source_checkp
     assert f"maxsq train-source --profile paper --benchmark gta5_cityscapes --runs {runs}" in text
     assert text.rstrip().endswith(f"✘ {final}  (source checkpoint)")
     final.parent.mkdir(parents=True)
-    torch.save({"model": {}}, final)
+    torch.save({"conv1.weight": torch.ones(1)}, final)
     assert plan(parse("adapt", "--method", "maxsquare", *common), "adapt", base=base).ok
     # an explicit --source-checkpoint is checked instead of the source run
     explicit = plan(parse("adapt", "--method", "maxsquare", *common, "--source-checkpoint",
@@ -277,16 +280,19 @@ def test_printed_command_resolves_to_the_same_config(argv):
     assert resolve_from_args(again, method).to_dict() == cfg.to_dict()
 
 
-def test_checkpoint_files_are_recognised_without_loading(tmp_path):
+def test_checkpoint_files_are_recognised_by_the_runs_own_reader(tmp_path):
     modern, legacy, junk, empty = (tmp_path / n for n in ("a.pt", "b.pth", "c.pth", "d.pth"))
-    torch.save({"w": torch.ones(3)}, modern)
-    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    torch.save({"module.w": torch.ones(3)}, modern)
+    torch.save({"Scale.w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
     junk.write_text("not a checkpoint")
     empty.write_bytes(b"")
-    assert inspect_checkpoint_file(modern)[0] and "torch zip file" in inspect_checkpoint_file(modern)[1]
+    size = modern.stat().st_size / 1e6
+    assert inspect_checkpoint_file(modern) == (True, f"a bare DataParallel state_dict ('module.' keys), {size:.1f} MB")
     size = legacy.stat().st_size / 1e6
-    assert inspect_checkpoint_file(legacy) == (True, f"legacy torch (pickle) file, {size:.1f} MB")
-    assert not inspect_checkpoint_file(junk)[0] and "b'no'" in inspect_checkpoint_file(junk)[1]
+    assert inspect_checkpoint_file(legacy) == (
+        True, f"the DeepLab init file ('Scale.' keys; its layer5 classifier skipped), {size:.1f} MB")
+    usable, detail = inspect_checkpoint_file(junk)
+    assert not usable and detail.startswith("not a readable checkpoint") and str(junk) not in detail
     assert not inspect_checkpoint_file(empty)[0]
     assert inspect_checkpoint_file(tmp_path / "absent.pth") == (False, "not found")
     assert inspect_checkpoint_file(tmp_path) == (False, "not a file")

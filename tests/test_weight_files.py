@@ -26,7 +26,7 @@ from maxsq_lib import losses
 from maxsq_lib.engine import RunExistsError, TrainingDiverged, evaluate, run_dir_for, train
 from maxsq_lib.engine import build as build_mod
 from maxsq_lib.engine import trainer as trainer_mod
-from maxsq_lib.engine.weights import follow_file_heads, heads_for
+from maxsq_lib.engine.build import follow_file_heads
 from maxsq_lib.labels import class_set_for
 from maxsq_lib.models import deeplabv2_from_preset
 
@@ -95,8 +95,8 @@ def test_read_weights_recognises_every_format(tmp_path, authors_ckpt):
 def test_heads_follow_the_file_unless_chosen(authors_ckpt, tmp_path):
     path, _ = authors_ckpt
     wf = ckpt.read_weights(path)
-    assert heads_for(wf, 4, chosen=False)[0] == 2
-    branches, note = heads_for(wf, 4, chosen=True)
+    assert wf.heads_for(4, chosen=False)[0] == 2
+    branches, note = wf.heads_for(4, chosen=True)
     assert branches == 4 and "trained with 2" in note
     cfg = smoke_cfg(tmp_path, tmp_path, "maxsquare")
     assert cfg.model.aspp_branches == 4

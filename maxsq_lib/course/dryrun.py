@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import os
 import shlex
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .. import checkpoint as ckpt
 from .. import config as C
 from .. import methods as method_registry
 
@@ -189,28 +189,23 @@ class DryRunReport:
 
 
 def inspect_checkpoint_file(path: str | os.PathLike) -> tuple[bool, str]:
-    """Whether a file exists and looks like a ``torch.save`` file, without loading it.
+    """Whether a file is a weight file the run can read, by the runs' own reader
+    (:func:`maxsq_lib.checkpoint.read_weights`, tensors mapped from disk, not read).
 
     Args:
         path: the checkpoint file.
     Returns:
-        ``(usable, description)``: e.g. ``(True, "torch zip file, 170.1 MB")`` or
-        ``(False, "not found")``.
+        ``(usable, description)``: e.g. ``(True, "the authors' training checkpoint (...), 170.1 MB")``
+        or ``(False, "not found")``.
     """
     path = Path(path)
     if not path.is_file():
         return False, "not found" if not path.exists() else "not a file"
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    if zipfile.is_zipfile(path):
-        kind = "torch zip file"
-    elif head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        kind = "legacy torch (pickle) file"  # how PyTorch < 1.6 saved, e.g. the DeepLab init file
-    else:
-        return False, (f"not a torch checkpoint ({size} bytes starting with {head!r}; expected a "
-                       f"zip or pickle file written by torch.save)")
-    return True, f"{kind}, {size / 1e6:.1f} MB"
+    try:
+        wf = ckpt.read_weights(path, lazy=True)
+    except ckpt.CheckpointError as exc:
+        return False, str(exc).removeprefix(f"{path}: ")
+    return True, f"{ckpt.WEIGHT_FORMATS[wf.format]}, {path.stat().st_size / 1e6:.1f} MB"
 
 
 class _Paths:

@@ -104,7 +104,7 @@ def find_explorable_runs(cfg: RunConfig) -> dict[str, Path]:
 
 def _load_run_model(run_dir: Path, fallback: RunConfig) -> torch.nn.Module:
     """The final model of a run, built from the run's own ``config.yaml`` when it has one."""
-    from ..engine.weights import model_from_file
+    from ..engine.build import model_from_file
 
     cfg_path = run_dir / "config.yaml"
     run_cfg = from_dict(load_yaml(cfg_path), str(cfg_path)) if cfg_path.is_file() else fallback

@@ -67,7 +67,7 @@ def config_for(profile: str = "cpu", benchmark: str | None = None, method: str |
     stage, key = (("adapt", "source_checkpoint") if method not in (None, "source")
                   else ("source", "init_checkpoint"))
     if ((overrides or {}).get(stage) or {}).get(key):
-        from ..engine.weights import follow_start_heads
+        from ..engine.build import follow_start_heads
 
         chosen = "aspp_branches" in ((overrides or {}).get("model") or {})
         note = follow_start_heads(cfg, stage, chosen=chosen)
@@ -129,7 +129,7 @@ def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
     """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode; its
     heads follow the checkpoint's recorded ASPP branches."""
     from ..engine.build import run_dir_for
-    from ..engine.weights import model_from_file
+    from ..engine.build import model_from_file
 
     model, _note = model_from_file(cfg, run_dir_for(cfg, stage) / f"{which}.pt")
     return model.to(device).eval()

@@ -27,7 +27,7 @@ from pathlib import Path
 from .. import config as C
 from ..engine.runs import check_reusable, is_finished, run_name, source_run_dir
 from ..engine.build import run_dir_for
-from ..engine.weights import follow_start_heads
+from ..engine.build import follow_start_heads
 
 
 @dataclass(frozen=True)

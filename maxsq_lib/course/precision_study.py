@@ -223,7 +223,7 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
     from ..engine.adabn import reestimate_batchnorm, statistics_images
     from ..engine.evaluation import evaluate
     from ..engine.build import build_dataset, build_model, eval_subsets
-    from ..engine.weights import load_into
+    from ..checkpoint import load_weights
     from ..labels import class_set_for
 
     by_name = {m["run"]: m for m in runs if int(m["seed"]) == seed}
@@ -243,7 +243,7 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
         val = build_dataset(cfg, "val")
         subsets = eval_subsets(cfg, val)
         model = build_model(cfg)
-        load_into(model, run_dir / "final.pt", "evaluate")
+        load_weights(model, run_dir / "final.pt")
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         scores = {}

@@ -7,6 +7,7 @@ Introduced in notebook ``02_source_pretraining``.
 
 from __future__ import annotations
 
+import os
 import random
 import resource
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import checkpoint as ckpt
 from .. import config as C
 from ..models import deeplabv2_from_preset
 from ..optim import build_optimizer
@@ -132,3 +134,66 @@ def eval_subsets(cfg: C.RunConfig, val_ds) -> dict[str, set[str]] | None:
 def run_dir_for(cfg: C.RunConfig, stage: str) -> Path:
     """The folder of a run (shared source runs live under their owner benchmark)."""
     return source_run_dir(cfg) if stage == "source" else cfg.run_dir(run_name(cfg, stage))
+
+
+# ----------------------------------------------------------------------------------- starting weights
+# Every command that takes a weight file comes here (``evaluate --checkpoint``, ``adapt
+# --source-checkpoint``, ``train-source --init-checkpoint``), as do the notebooks and the explorer;
+# :mod:`maxsq_lib.checkpoint` reads the file and holds the format, purpose and ASPP-head rules.
+
+def start_file(cfg: C.RunConfig, stage: str) -> Path | None:
+    """The weight file a run starts from: source training's init file (None: from scratch), or
+    the adaptation's ``--source-checkpoint`` (default: its source run's ``final.pt``)."""
+    if stage == "source":
+        return Path(cfg.source.init_checkpoint) if cfg.source.init_checkpoint else None
+    source = cfg.adapt.source_checkpoint
+    return Path(source) if source else source_run_dir(cfg) / "final.pt"
+
+
+def follow_file_heads(cfg: C.RunConfig, path: str | os.PathLike, *, chosen: bool, purpose: str) -> str:
+    """Read a run's weight file and set ``cfg.model.aspp_branches`` from it
+    (:meth:`~maxsq_lib.checkpoint.WeightsFile.heads_for`).
+
+    Args:
+        cfg: the run config; changed in place.
+        path: the weight file.
+        chosen: the user set ``model.aspp_branches`` explicitly.
+        purpose: ``init``, ``start`` or ``evaluate``.
+    Returns:
+        a one-line note: the format recognised and the ASPP branches used.
+    Raises:
+        CheckpointError: the file is missing, unreadable, unsafe, or of the wrong kind.
+    """
+    wf = ckpt.read_weights(path)
+    wf.check_purpose(purpose)
+    cfg.model.aspp_branches, why = wf.heads_for(cfg.model.aspp_branches, chosen)
+    return f"{wf.describe()}; {why}"
+
+
+def follow_start_heads(cfg: C.RunConfig, stage: str, *, chosen: bool) -> str | None:
+    """:func:`follow_file_heads` for the file a run starts from, when it is on disk already.
+
+    Returns:
+        the note to print, or None when the run starts from scratch or its file does not exist
+        yet (training reports a missing file with its own hint).
+    """
+    path = start_file(cfg, stage)
+    if path is None or not path.is_file():
+        return None
+    return follow_file_heads(cfg, path, chosen=chosen, purpose="init" if stage == "source" else "start")
+
+
+def model_from_file(cfg: C.RunConfig, path: str | os.PathLike, *, chosen: bool = False,
+                    purpose: str = "evaluate") -> tuple[torch.nn.Module, str]:
+    """A model built for a weight file and loaded from it (evaluation, the explorer, notebooks):
+    the preset and class count from ``cfg``, the ASPP branches following the file unless ``chosen``.
+
+    Returns:
+        ``(model in eval mode on the CPU, one-line note)``.
+    """
+    wf = ckpt.read_weights(path)
+    wf.check_purpose(purpose)
+    branches, why = wf.heads_for(cfg.model.aspp_branches, chosen)
+    model = deeplabv2_from_preset(cfg.model.preset, cfg.data.num_classes, aspp_branches=branches)
+    report = ckpt.load_weights(model, wf, purpose=purpose)
+    return model.eval(), f"loaded {wf.describe()}: {len(report.loaded)} tensors; {why}"

@@ -43,7 +43,6 @@ from .runs import (FINISHED_MARKER, RunExistsError, check_reusable, config_misma
                    read_metrics, run_name, source_run_dir, write_json_atomic)
 from .sampling import StreamBatchSampler, StreamDataset
 from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config, make_strategy
-from .weights import load_into
 
 
 class TrainingDiverged(RuntimeError):
@@ -535,14 +534,14 @@ def _initialise(model, cfg, stage) -> str:
                 f"initialisation checkpoint not found: {path}\n"
                 f"Place the DeepLab init file there (see README: pretrained_model/), or set "
                 f"source.init_checkpoint: null to train from scratch.")
-        return "initialised: " + load_into(model, path, purpose="init")
+        return "initialised: " + ckpt.load_weights(model, path, purpose="init").note
     source = cfg.adapt.source_checkpoint
     path = Path(source) if source else source_run_dir(cfg) / "final.pt"
     if not path.is_file():
         hint = ("" if source else f"\nRun source pretraining first: maxsq train-source --profile "
                 f"{cfg.profile} --benchmark {cfg.benchmark} --seed {cfg.seed}")
         raise MissingInputError(f"source checkpoint not found: {path}{hint}")
-    return load_into(model, path, purpose="start")
+    return ckpt.load_weights(model, path, purpose="start").note
 
 
 def train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg) -> dict:
