@@ -181,9 +181,9 @@ class _Unlabelled(torch.utils.data.Dataset):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maxsq_lib.course.notebook import config_for
-    from maxsq_lib.engine.build import build_model
+    from maxsq_lib import config as C
     from maxsq_lib.checkpoint import load_weights
+    from maxsq_lib.engine.build import build_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a source model checkpoint (final.pt)")
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--looks", action="store_true",
                         help="the candidate looks before and after AdaBN instead of the shift curve")
     args = parser.parse_args(argv)
-    cfg = config_for(args.profile)
+    cfg = C.resolve(args.profile)  # only sizes, classes and batch are read: no folders
     model = build_model(cfg)
     load_weights(model, args.checkpoint)
     if args.looks:

@@ -1,5 +1,7 @@
-"""The house's rules, read from the source: the core never imports the course's tooling, and
-imports run in one direction (no cycles), lazy imports inside functions included."""
+"""The house's rules, read from the source of ``maxsq_lib/``, ``maxsq_prep/`` and ``benchmarks/``:
+the core never imports the course's tooling, the data generators stand below the course, the
+benchmarks use public names only, and imports run in one direction (no cycles), lazy imports
+inside functions included."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "maxsq_lib"
+SCANNED = ("maxsq_lib", "maxsq_prep", "benchmarks")
 
 
 def _module_name(path: Path) -> str:
@@ -15,7 +18,30 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {_module_name(p): p for folder in SCANNED for p in (PACKAGE.parent / folder).rglob("*.py")}
+
+
+def _private_names(source_text: str, package: str) -> list[str]:
+    """``module.name`` of each underscore name a module's source imports."""
+    hidden = []
+    for node in ast.walk(ast.parse(source_text)):
+        if isinstance(node, ast.ImportFrom):
+            source = (".".join(package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                               + ([node.module] if node.module else [])) if node.level else node.module)
+            hidden += [f"{source}.{a.name}" for a in node.names
+                       if a.name.startswith("_") and not a.name.startswith("__")]
+    return hidden
+
+
+def private_imports() -> dict[str, list[str]]:
+    """Module -> the underscore names it imports from other modules."""
+    out = {}
+    for name, path in _modules().items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        hidden = _private_names(path.read_text(), package)
+        if hidden:
+            out[name] = hidden
+    return out
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -81,6 +107,11 @@ core module that may import the course, lazily, and nothing in the course import
 def test_the_graph_is_read():
     graph = import_graph()
     assert "maxsq_lib.engine.build" in graph["maxsq_lib.engine.trainer"]
+    assert "maxsq_prep.minicity" in graph["maxsq_prep.calibrate_shift"]
+    assert "maxsq_lib.engine.trainer" in graph["benchmarks.bench_train_step"]
+    assert _private_names("from maxsq_lib.engine.trainer import _train_step, plan_for\n"
+                          "def f():\n    from .x import _y\n", "benchmarks") == [
+        "maxsq_lib.engine.trainer._train_step", "benchmarks.x._y"]
     assert "maxsq_lib.course.notebook" in graph["maxsq_lib.course"]
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
 
@@ -91,6 +122,23 @@ def test_the_core_never_imports_the_course():
                  for m, targets in graph.items()
                  if not m.startswith("maxsq_lib.course") and m not in FRONT_DOOR}
     assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_data_generators_stand_below_the_course():
+    graph = import_graph()
+    assert {m: sorted(t) for m, t in graph.items() if m.startswith("maxsq_prep")
+            and any(x.startswith(("maxsq_lib.course", "maxsq_lib.cli")) for x in t)} == {}
+    # only the command line and the course's runner call the generators
+    assert {m for m, t in graph.items() if m.startswith("maxsq_lib") and any(x.startswith("maxsq_prep") for x in t)
+            } <= {"maxsq_lib.cli", "maxsq_lib.course.runner"}
+
+
+def test_benchmarks_use_public_names_and_nothing_imports_them():
+    private = private_imports()
+    assert {m: names for m, names in private.items() if m.startswith("benchmarks")} == {}
+    graph = import_graph()
+    assert {m for m, t in graph.items() if not m.startswith("benchmarks")
+            and any(x.startswith("benchmarks") for x in t)} == set()
 
 
 def test_no_import_cycles_anywhere():
