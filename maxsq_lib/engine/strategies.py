@@ -14,7 +14,6 @@ Introduced in notebook ``04_adaptation``.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -86,9 +85,15 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
     if row.role == "source":
         raise ValueError(f"{method!r} is a source row, not an adaptation method")
     params = methods.LossParams(lambda_seg, threshold, iw_ratio, faithful_scale)
-    loss_fn = None if row.loss is None else functools.partial(row.loss, p=params)
-    pseudo = None if row.pseudo_labels is None else functools.partial(row.pseudo_labels, p=params)
-    return TargetStrategy(method, float(lambda_target), row.uses_aux, loss_fn, pseudo)
+    return TargetStrategy(method, float(lambda_target), row.uses_aux, _bind(row.loss, params),
+                          _bind(row.pseudo_labels, params))
+
+
+def _bind(fn, params: methods.LossParams):
+    """``fn(main, aux, params)`` as ``(main, aux) -> ...`` (None stays None)."""
+    if fn is None:
+        return None
+    return lambda main, aux: fn(main, aux, params)
 
 
 def strategy_from_config(adapt_cfg, lambda_target: float | None = None) -> TargetStrategy:
