@@ -98,24 +98,18 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def __str__(self) -> str:
-        lines = [
-            f"loaded {len(self.loaded)} tensors; missing {len(self.missing)}, unexpected "
-            f"{len(self.unexpected)}, shape mismatches {len(self.mismatched)}, skipped {len(self.skipped)}"
-        ]
-        for title, keys in (
-            ("missing keys", self.missing),
-            ("unexpected keys", self.unexpected),
-            ("skipped keys", self.skipped),
-        ):
+        lines = [f"loaded {len(self.loaded)} tensors; missing {len(self.missing)}, unexpected "
+                 f"{len(self.unexpected)}, shape mismatches {len(self.mismatched)}, "
+                 f"skipped {len(self.skipped)}"]
+        for title, keys in (("missing keys", self.missing), ("unexpected keys", self.unexpected),
+                            ("skipped keys", self.skipped)):
             if keys:
                 lines.append(f"{title} ({len(keys)}):")
                 lines += [f"  {line}" for line in _grouped(keys)]
         if self.mismatched:
             lines.append(f"shape mismatches ({len(self.mismatched)}), file vs model:")
-            lines += [
-                f"  {key}: file {_shape_text(fs)} vs model {_shape_text(ms)}"
-                for key, fs, ms in self.mismatched[:_LIST_LIMIT]
-            ]
+            lines += [f"  {key}: file {_shape_text(fs)} vs model {_shape_text(ms)}"
+                      for key, fs, ms in self.mismatched[:_LIST_LIMIT]]
             if len(self.mismatched) > _LIST_LIMIT:
                 lines.append(f"  ... and {len(self.mismatched) - _LIST_LIMIT} more")
         lines += [f"hint: {hint}" for hint in _hints(self)]
@@ -155,51 +149,29 @@ def _block_counts(keys: Iterable[str]) -> dict[str, int]:
 
 def _hints(report: LoadReport) -> list[str]:
     """Likely causes of a mismatch, in words a user can act on."""
-    hints = []
-    head_classes = {
-        (fs[0], ms[0])
-        for key, fs, ms in report.mismatched
-        if _top_level(key) in _HEAD_TOP_LEVEL
-        and isinstance(fs, tuple)
-        and fs
-        and ms
-        and fs[1:] == ms[1:]
-    }
-    for file_classes, model_classes in sorted(head_classes):
-        hints.append(
-            f"the file's heads have {file_classes} classes, the model's {model_classes}: "
-            f"build the model with num_classes={file_classes}"
-        )
+    head_classes = {(fs[0], ms[0]) for key, fs, ms in report.mismatched
+                    if _top_level(key) in _HEAD_TOP_LEVEL and isinstance(fs, tuple) and fs and ms
+                    and fs[1:] == ms[1:]}
+    hints = [f"the file's heads have {file_classes} classes, the model's {model_classes}: "
+             f"build the model with num_classes={file_classes}"
+             for file_classes, model_classes in sorted(head_classes)]
     stem = [(fs, ms) for key, fs, ms in report.mismatched if key == "conv1.weight"]
     if stem and isinstance(stem[0][0], tuple):
-        hints.append(
-            f"the stem has {stem[0][0][0]} channels in the file and {stem[0][1][0]} in the model: "
-            "the model was built with another size (the authors' files need the 'paper' size)"
-        )
-    file_blocks = _block_counts(
-        report.loaded + report.unexpected + [k for k, _, _ in report.mismatched]
-    )
-    model_blocks = _block_counts(
-        report.loaded + report.missing + [k for k, _, _ in report.mismatched]
-    )
-    if any(
-        file_blocks[layer] != model_blocks[layer] for layer in set(file_blocks) & set(model_blocks)
-    ):
-        hints.append(
-            f"bottlenecks per layer differ: file {file_blocks}, model {model_blocks} "
-            "(the authors' ResNet-101 has 3, 4, 23, 3)"
-        )
+        hints.append(f"the stem has {stem[0][0][0]} channels in the file and {stem[0][1][0]} in the model: "
+                     "the model was built with another size (the authors' files need the 'paper' size)")
+    shared = [k for k, _, _ in report.mismatched]
+    file_blocks = _block_counts(report.loaded + report.unexpected + shared)
+    model_blocks = _block_counts(report.loaded + report.missing + shared)
+    if any(file_blocks[layer] != model_blocks[layer] for layer in set(file_blocks) & set(model_blocks)):
+        hints.append(f"bottlenecks per layer differ: file {file_blocks}, model {model_blocks} "
+                     "(the authors' ResNet-101 has 3, 4, 23, 3)")
     if report.unexpected and all(k.startswith(_DATA_PARALLEL_PREFIX) for k in report.unexpected):
-        hints.append(
-            "the file's keys start with 'module.' (a DataParallel state_dict): "
-            "use load_weights, which removes the prefix"
-        )
+        hints.append("the file's keys start with 'module.' (a DataParallel state_dict): "
+                     "use load_weights, which removes the prefix")
     return hints
 
 
-def compare_state_dicts(
-    model_state: Mapping[str, Any], file_state: Mapping[str, Any]
-) -> LoadReport:
+def compare_state_dicts(model_state: Mapping[str, Any], file_state: Mapping[str, Any]) -> LoadReport:
     """Match a file's tensors to a model's state_dict by key and shape (pure, loads nothing).
 
     Args:
@@ -216,9 +188,7 @@ def compare_state_dicts(
             continue
         value = file_state[key]
         if not isinstance(value, torch.Tensor):
-            report.mismatched.append(
-                (key, f"not a tensor ({type(value).__name__})", tuple(target.shape))
-            )
+            report.mismatched.append((key, f"not a tensor ({type(value).__name__})", tuple(target.shape)))
         elif value.shape != target.shape:
             report.mismatched.append((key, tuple(value.shape), tuple(target.shape)))
         else:
@@ -256,12 +226,8 @@ def _short_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _read_torch_file(
-    path: str | os.PathLike,
-    map_location: str | torch.device | None = "cpu",
-    allow_numpy_scalars: bool = False,
-    lazy: bool = False,
-) -> Any:
+def _read_torch_file(path: str | os.PathLike, map_location: str | torch.device | None = "cpu",
+                     allow_numpy_scalars: bool = False, lazy: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file and the reason.
 
     Args:
@@ -284,11 +250,8 @@ def _read_torch_file(
         raise CheckpointError(f"checkpoint not found: {p} ({expected})")
     if not p.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {p} ({expected})")
-    allow = (
-        torch.serialization.safe_globals(_numpy_scalar_globals())
-        if allow_numpy_scalars
-        else contextlib.nullcontext()
-    )
+    allow = (torch.serialization.safe_globals(_numpy_scalar_globals()) if allow_numpy_scalars
+             else contextlib.nullcontext())
     try:
         with allow:
             mmap = lazy and zipfile.is_zipfile(p)
@@ -300,11 +263,8 @@ def _read_torch_file(
                 f"{p}: refused for safety: unpickling it would call or build the Python object "
                 f"{blocked[1]!r}, which torch.load(weights_only=True) does not allow (a file from an "
                 "untrusted source can run code this way). Checkpoints may contain only tensors, "
-                "numbers, strings and plain containers."
-            ) from exc
-        raise CheckpointError(
-            f"{p}: not a readable checkpoint ({_short_reason(exc)}); {expected}"
-        ) from exc
+                "numbers, strings and plain containers.") from exc
+        raise CheckpointError(f"{p}: not a readable checkpoint ({_short_reason(exc)}); {expected}") from exc
 
 
 def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -332,15 +292,11 @@ def _as_state_dict(obj: Any, path: Path, expected: str) -> tuple[dict[str, torch
         raise CheckpointError(f"{path}: no tensors found ({expected}); got {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(
-            f"{path}: entries that are not named tensors: {bad[:_LIST_LIMIT]} ({expected})"
-        )
+        raise CheckpointError(f"{path}: entries that are not named tensors: {bad[:_LIST_LIMIT]} ({expected})")
     return dict(obj), info
 
 
-def _apply_state(
-    model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool
-) -> LoadReport:
+def _apply_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool) -> LoadReport:
     """Load ``state`` into the unwrapped model; strict: raise with a report on any mismatch."""
     net = unwrap_model(model)
     report = compare_state_dicts(net.state_dict(), state)
@@ -363,22 +319,13 @@ def capture_rng_states() -> dict:
     """
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state(legacy=True)
-    return {
-        "python": {
-            "version": int(py_version),
-            "state": torch.tensor(py_state, dtype=torch.int64),
-            "gauss_next": py_gauss,
-        },
-        "numpy": {
-            "name": str(np_name),
-            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
-            "pos": int(np_pos),
-            "has_gauss": int(np_has_gauss),
-            "cached_gaussian": float(np_cached),
-        },
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    return {"python": {"version": int(py_version), "state": torch.tensor(py_state, dtype=torch.int64),
+                       "gauss_next": py_gauss},
+            "numpy": {"name": str(np_name), "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+                      "pos": int(np_pos), "has_gauss": int(np_has_gauss),
+                      "cached_gaussian": float(np_cached)},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def restore_rng_states(states: Mapping) -> None:
@@ -395,26 +342,15 @@ def restore_rng_states(states: Mapping) -> None:
     """
     try:
         py = states["python"]
-        random.setstate(
-            (int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss_next"])
-        )
+        random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()), py["gauss_next"]))
         npy = states["numpy"]
-        np.random.set_state(
-            (
-                str(npy["name"]),
-                npy["keys"].numpy().astype(np.uint32),
-                int(npy["pos"]),
-                int(npy["has_gauss"]),
-                float(npy["cached_gaussian"]),
-            )
-        )
+        np.random.set_state((str(npy["name"]), npy["keys"].numpy().astype(np.uint32), int(npy["pos"]),
+                             int(npy["has_gauss"]), float(npy["cached_gaussian"])))
         torch.set_rng_state(states["torch"].cpu().to(torch.uint8))
         cuda_states = list(states.get("cuda", []))
     except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(
-            "RNG states must be a dict with 'python', 'numpy', 'torch' (and 'cuda') entries "
-            f"as written by capture_rng_states: {exc!r}"
-        ) from exc
+        raise ValueError("RNG states must be a dict with 'python', 'numpy', 'torch' (and 'cuda') entries "
+                         f"as written by capture_rng_states: {exc!r}") from exc
     if cuda_states and torch.cuda.is_available():
         for device, state in enumerate(cuda_states[: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(state.cpu().to(torch.uint8), device=device)
@@ -441,9 +377,7 @@ def to_storable(obj: Any, where: str = "value") -> Any:
     Raises:
         TypeError: a value of another type (e.g. a function or a module), named by ``where``.
     """
-    if obj is None or isinstance(
-        obj, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)
-    ):
+    if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes, torch.dtype, torch.device)):
         return obj
     if isinstance(obj, torch.Tensor):
         return obj.detach()
@@ -461,9 +395,7 @@ def to_storable(obj: Any, where: str = "value") -> Any:
         out = {}
         for key, value in obj.items():
             if not (key is None or isinstance(key, (bool, int, float, str))):
-                raise TypeError(
-                    f"{where}: dict key {key!r} of type {type(key).__name__} cannot be stored"
-                )
+                raise TypeError(f"{where}: dict key {key!r} of type {type(key).__name__} cannot be stored")
             out[key] = to_storable(value, f"{where}[{key!r}]")
         return out
     if isinstance(obj, (list, tuple)):
@@ -474,11 +406,9 @@ def to_storable(obj: Any, where: str = "value") -> Any:
             return sorted(to_storable(v, f"{where}{{}}") for v in obj)
         except TypeError:
             return [to_storable(v, f"{where}{{}}") for v in obj]
-    raise TypeError(
-        f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a checkpoint "
-        "(allowed: tensors, numbers, strings, bytes, None, paths, numpy values, enums, dataclasses, "
-        "and dicts / lists / tuples of them)"
-    )
+    raise TypeError(f"{where}: a {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a "
+                    "checkpoint (allowed: tensors, numbers, strings, bytes, None, paths, numpy values, "
+                    "enums, dataclasses, and dicts / lists / tuples of them)")
 
 
 def _temp_pattern(name: str) -> str:
@@ -504,15 +434,9 @@ def remove_stale_temp_files(folder: str | os.PathLike, name: str | None = None) 
     return removed
 
 
-def save_checkpoint(
-    path: str | os.PathLike,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    step: int,
-    config: Mapping | None = None,
-    extra: Mapping | None = None,
-) -> Path:
+def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None, step: int, config: Mapping | None = None,
+                    extra: Mapping | None = None) -> Path:
     """Write a training checkpoint atomically (temporary file in the same folder, then rename).
 
     The file holds ``format``, ``format_version``, ``step``, ``model`` (state_dict without any
@@ -539,17 +463,12 @@ def save_checkpoint(
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise CheckpointError(f"{p}: step must be a non-negative int, got {step!r}")
     try:
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "step": int(step),
-            "model": unwrap_model(model).state_dict(),
-            "optimizer": None if optimizer is None else optimizer.state_dict(),
-            "config": to_storable(config, "config"),
-            "extra": to_storable(extra, "extra"),
-            "rng": capture_rng_states(),
-            "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
-        }
+        payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
+                   "step": int(step), "model": unwrap_model(model).state_dict(),
+                   "optimizer": None if optimizer is None else optimizer.state_dict(),
+                   "config": to_storable(config, "config"), "extra": to_storable(extra, "extra"),
+                   "rng": capture_rng_states(),
+                   "torch_version": str(torch.__version__)}  # TorchVersion is not weights_only-safe
     except TypeError as exc:
         raise CheckpointError(f"{p}: cannot save checkpoint: {exc}") from exc
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -562,14 +481,10 @@ def save_checkpoint(
     return p
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    map_location: str | torch.device | None = "cpu",
-    restore_rng: bool = False,
-    strict: bool = True,
-) -> dict:
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None,
+                    map_location: str | torch.device | None = "cpu", restore_rng: bool = False,
+                    strict: bool = True) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` and restore what is given.
 
     Args:
@@ -592,17 +507,12 @@ def load_checkpoint(
     ckpt = _read_torch_file(p, map_location=map_location, allow_numpy_scalars=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         hint = ""
-        if isinstance(ckpt, dict) and (
-            "state_dict" in ckpt or any(str(k).startswith("module.") for k in ckpt)
-        ):
-            hint = (
-                "; it looks like one of the authors' released files: use load_weights, which reads "
-                "every format"
-            )
-        raise CheckpointError(
-            f"{p}: not a maxsq checkpoint (expected a dict with format={CHECKPOINT_FORMAT!r} "
-            f"written by save_checkpoint){hint}"
-        )
+        if isinstance(ckpt, dict) and ("state_dict" in ckpt
+                                       or any(str(k).startswith("module.") for k in ckpt)):
+            hint = ("; it looks like one of the authors' released files: use load_weights, which reads "
+                    "every format")
+        raise CheckpointError(f"{p}: not a maxsq checkpoint (expected a dict with "
+                              f"format={CHECKPOINT_FORMAT!r} written by save_checkpoint){hint}")
     if model is not None:
         _apply_state(model, ckpt["model"], p, strict)
     if optimizer is not None:
@@ -611,9 +521,7 @@ def load_checkpoint(
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(
-                f"{p}: the optimizer state does not fit the optimizer: {exc}"
-            ) from exc
+            raise CheckpointError(f"{p}: the optimizer state does not fit the optimizer: {exc}") from exc
     if restore_rng:
         try:
             restore_rng_states(ckpt["rng"])
@@ -629,21 +537,15 @@ def _load_init_state(model: nn.Module, stripped: Mapping[str, torch.Tensor], p: 
     net = unwrap_model(model)
     model_state = net.state_dict()
     report = compare_state_dicts(model_state, stripped)
-    missing_backbone = [
-        k
-        for k in report.missing
-        if _top_level(k) in _BACKBONE_TOP_LEVEL and not k.endswith("num_batches_tracked")
-    ]
+    missing_backbone = [k for k in report.missing
+                        if _top_level(k) in _BACKBONE_TOP_LEVEL and not k.endswith("num_batches_tracked")]
     if report.unexpected or report.mismatched or (strict_backbone and missing_backbone):
         details = [str(report)]
         if strict_backbone and missing_backbone:
-            details.append(
-                f"backbone tensors the file lacks ({len(missing_backbone)}): "
-                + "; ".join(_grouped(missing_backbone))
-            )
-        raise CheckpointError(
-            f"{p}: the init weights do not fit the model ({expected}):\n" + "\n".join(details)
-        )
+            details.append(f"backbone tensors the file lacks ({len(missing_backbone)}): "
+                           + "; ".join(_grouped(missing_backbone)))
+        raise CheckpointError(f"{p}: the init weights do not fit the model ({expected}):\n"
+                              + "\n".join(details))
     merged = dict(model_state)
     merged.update({k: stripped[k] for k in report.loaded})
     net.load_state_dict(merged, strict=True)
@@ -670,10 +572,9 @@ PURPOSES = ("init", "start", "evaluate")
 model an adaptation starts from; ``evaluate``, a model to score or look at. The DeepLab init file
 (a backbone with no trained heads) serves ``init`` only."""
 
-_WEIGHTS_EXPECTED = (
-    "expected a maxsq checkpoint, the authors' checkpoint (a dict with 'state_dict'), a bare "
-    "state_dict (keys with or without 'module.') or the DeepLab init file ('Scale.' keys)"
-)
+_WEIGHTS_EXPECTED = ("expected a maxsq checkpoint, the authors' checkpoint (a dict with 'state_dict'), a "
+                     "bare state_dict (keys with or without 'module.') or the DeepLab init file "
+                     "('Scale.' keys)")
 
 
 @dataclass

@@ -43,11 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BLOCKS_BY_DEPTH: dict[int, tuple[int, int, int, int]] = {
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-}
+BLOCKS_BY_DEPTH: dict[int, tuple[int, int, int, int]] = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+                                                         152: (3, 8, 36, 3)}
 """Bottlenecks per layer (layer1..layer4) for the standard ResNet depths."""
 
 PAPER_ASPP_DILATIONS: tuple[int, int, int, int] = (6, 12, 18, 24)
@@ -89,21 +86,13 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self,
-        in_channels: int,
-        planes: int,
-        stride: int = 1,
-        dilation: int = 1,
-        downsample: nn.Module | None = None,
-    ) -> None:
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, dilation: int = 1,
+                 downsample: nn.Module | None = None) -> None:
         super().__init__()
         # Attribute order fixes the state_dict order: conv1, bn1, conv2, bn2, conv3, bn3, downsample.
         self.conv1 = nn.Conv2d(in_channels, planes, 1, stride=stride, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride=1, padding=dilation, dilation=dilation, bias=False
-        )
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
@@ -132,23 +121,14 @@ class ClassifierModule(nn.Module):
         x: (B, in_channels, h, w) -> (B, C, h, w).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        num_classes: int,
-        dilations: Sequence[int],
-        branches_summed: int,
-    ) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dilations: Sequence[int],
+                 branches_summed: int) -> None:
         super().__init__()
         if not 1 <= branches_summed <= len(dilations):
-            raise ValueError(
-                f"aspp_branches must be between 1 and {len(dilations)} "
-                f"(number of ASPP dilations {tuple(dilations)}), got {branches_summed}"
-            )
+            raise ValueError(f"aspp_branches must be between 1 and {len(dilations)} "
+                             f"(number of ASPP dilations {tuple(dilations)}), got {branches_summed}")
         self.conv2d_list = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d, bias=True)
-            for d in dilations
-        )
+            nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d, bias=True) for d in dilations)
         self.branches_summed = branches_summed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,9 +139,7 @@ class ClassifierModule(nn.Module):
         return out
 
 
-def _make_layer(
-    in_channels: int, planes: int, blocks: int, stride: int, dilation: int
-) -> nn.Sequential:
+def _make_layer(in_channels: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
     """One ResNet stage: ``blocks`` bottlenecks, the first one projecting the identity path.
 
     Args:
@@ -178,10 +156,8 @@ def _make_layer(
     out_channels = planes * Bottleneck.expansion
     # The authors also force a projection when the stage is dilated; with these stage widths the
     # channel change already requires one, so block 0 always has it.
-    downsample = nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-        nn.BatchNorm2d(out_channels),
-    )
+    downsample = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                               nn.BatchNorm2d(out_channels))
     layers = [Bottleneck(in_channels, planes, stride, dilation, downsample)]
     layers += [Bottleneck(out_channels, planes, 1, dilation) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
@@ -204,14 +180,8 @@ class DeepLabV2(nn.Module):
         x: (B, 3, H, W) BGR mean-subtracted image -> (main, aux), each (B, C, H, W) logits.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        blocks: Sequence[int],
-        width: int,
-        aspp_dilations: Sequence[int],
-        aspp_branches: int,
-    ) -> None:
+    def __init__(self, num_classes: int, blocks: Sequence[int], width: int, aspp_dilations: Sequence[int],
+                 aspp_branches: int) -> None:
         super().__init__()
         if len(blocks) != 4 or min(blocks) < 1:
             raise ValueError(f"blocks must be four positive counts (layer1..4), got {blocks!r}")
@@ -227,12 +197,8 @@ class DeepLabV2(nn.Module):
         self.layer2 = _make_layer(width * expansion, width * 2, blocks[1], stride=2, dilation=1)
         self.layer3 = _make_layer(width * 2 * expansion, width * 4, blocks[2], stride=1, dilation=2)
         self.layer4 = _make_layer(width * 4 * expansion, width * 8, blocks[3], stride=1, dilation=4)
-        self.layer5 = ClassifierModule(
-            width * 4 * expansion, num_classes, aspp_dilations, aspp_branches
-        )
-        self.layer6 = ClassifierModule(
-            width * 8 * expansion, num_classes, aspp_dilations, aspp_branches
-        )
+        self.layer5 = ClassifierModule(width * 4 * expansion, num_classes, aspp_dilations, aspp_branches)
+        self.layer6 = ClassifierModule(width * 8 * expansion, num_classes, aspp_dilations, aspp_branches)
         init_like_authors(self)
         # The authors freeze only the stem BN's affine parameters; its running statistics and all
         # other BN layers keep training.
@@ -301,14 +267,8 @@ def init_like_authors(model: nn.Module, std: float = CONV_INIT_STD) -> None:
             nn.init.zeros_(m.bias)
 
 
-def deeplabv2(
-    num_classes: int = 19,
-    depth: int = 101,
-    aspp_branches: int = 4,
-    *,
-    preset: str | None = None,
-    **size_options,
-) -> DeepLabV2:
+def deeplabv2(num_classes: int = 19, depth: int = 101, aspp_branches: int = 4, *, preset: str | None = None,
+              **size_options) -> DeepLabV2:
     """Build the two-head DeepLabv2 (``DeeplabMulti``), the paper's ResNet-101 by default.
 
     Args:
@@ -332,31 +292,20 @@ def deeplabv2(
     """
     unknown = set(size_options) - set(_SIZE_OPTION_NAMES)
     if unknown:
-        raise TypeError(
-            f"unknown size option(s) {sorted(unknown)}; expected some of {list(_SIZE_OPTION_NAMES)}"
-        )
-    options: dict = {}
-    if preset is not None:
-        if preset not in SIZE_PRESETS:
-            raise ValueError(
-                f"unknown model preset {preset!r}; expected one of {sorted(SIZE_PRESETS)}"
-            )
-        options.update(SIZE_PRESETS[preset])
-    options.update(size_options)
+        raise TypeError(f"unknown size option(s) {sorted(unknown)}; expected some of "
+                        f"{list(_SIZE_OPTION_NAMES)}")
+    if preset is not None and preset not in SIZE_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; expected one of {sorted(SIZE_PRESETS)}")
+    options = {**SIZE_PRESETS.get(preset, {}), **size_options}
     if "blocks" not in options:
         if depth not in BLOCKS_BY_DEPTH:
-            raise ValueError(
-                f"unsupported ResNet depth {depth}; expected one of {sorted(BLOCKS_BY_DEPTH)} "
-                "or explicit blocks=(b1, b2, b3, b4)"
-            )
+            raise ValueError(f"unsupported ResNet depth {depth}; expected one of {sorted(BLOCKS_BY_DEPTH)} "
+                             "or explicit blocks=(b1, b2, b3, b4)")
         options["blocks"] = BLOCKS_BY_DEPTH[depth]
-    return DeepLabV2(
-        num_classes=num_classes,
-        blocks=tuple(options["blocks"]),
-        width=int(options.get("width", 64)),
-        aspp_dilations=tuple(options.get("aspp_dilations", PAPER_ASPP_DILATIONS)),
-        aspp_branches=aspp_branches,
-    )
+    return DeepLabV2(num_classes=num_classes, blocks=tuple(options["blocks"]),
+                     width=int(options.get("width", 64)),
+                     aspp_dilations=tuple(options.get("aspp_dilations", PAPER_ASPP_DILATIONS)),
+                     aspp_branches=aspp_branches)
 
 
 def deeplabv2_from_preset(name: str, num_classes: int, aspp_branches: int = 4) -> DeepLabV2:
@@ -421,20 +370,10 @@ def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0) ->
     net = unwrap_model(model)
     if not isinstance(net, DeepLabV2):
         raise TypeError(f"parameter_groups expects a DeepLabV2 model, got {type(net).__name__}")
-    return [
-        {
-            "params": _parameters_of(net.backbone_modules(), trainable_only=True),
-            "lr": lr,
-            "lr_mult": 1.0,
-            "name": "backbone",
-        },
-        {
-            "params": _parameters_of(net.head_modules(), trainable_only=False),
-            "lr": lr * head_lr_mult,
-            "lr_mult": head_lr_mult,
-            "name": "heads",
-        },
-    ]
+    return [{"params": _parameters_of(net.backbone_modules(), trainable_only=True), "lr": lr, "lr_mult": 1.0,
+             "name": "backbone"},
+            {"params": _parameters_of(net.head_modules(), trainable_only=False), "lr": lr * head_lr_mult,
+             "lr_mult": head_lr_mult, "name": "heads"}]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
