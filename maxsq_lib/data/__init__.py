@@ -9,39 +9,10 @@ Introduced in notebook ``01_data``.
 from __future__ import annotations
 
 from .check import CheckReport, check_dataset
-from .datasets import (
-    DATASETS,
-    NTHU,
-    NTHU_CITIES,
-    PAPER_SIZES,
-    GTA5,
-    SYNTHIA,
-    Cityscapes,
-    DatasetError,
-    Sample,
-    SegmentationDataset,
-    get_dataset,
-    read_image,
-    read_label_ids,
-)
+from .datasets import (DATASETS, NTHU, NTHU_CITIES, PAPER_SIZES, GTA5, SYNTHIA, Cityscapes, DatasetError, Sample,
+                       SegmentationDataset, get_dataset, read_image, read_label_ids)
 from .transforms import IMG_MEAN_BGR
 
-__all__ = [
-    "CheckReport",
-    "DATASETS",
-    "GTA5",
-    "IMG_MEAN_BGR",
-    "NTHU",
-    "NTHU_CITIES",
-    "PAPER_SIZES",
-    "SYNTHIA",
-    "Cityscapes",
-    "DatasetError",
-    "Sample",
-    "SegmentationDataset",
-    "check_dataset",
-    "get_dataset",
-    "read_image",
-    "read_label_ids",
-]
-
+__all__ = ["CheckReport", "DATASETS", "GTA5", "IMG_MEAN_BGR", "NTHU", "NTHU_CITIES", "PAPER_SIZES", "SYNTHIA",
+           "Cityscapes", "DatasetError", "Sample", "SegmentationDataset", "check_dataset", "get_dataset",
+           "read_image", "read_label_ids"]

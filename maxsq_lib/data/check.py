@@ -10,6 +10,7 @@ a label (or labels without an image) and files that no list names. Introduced in
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .datasets import DATASETS, NTHU, DatasetError, Sample, SegmentationDataset, read_image, read_label_ids
+from .datasets import (DATASETS, NTHU, DatasetError, Sample, SegmentationDataset, get_dataset, read_image,
+                       read_label_ids)
 
 _SHOW = 20  # lines shown per problem category in the text report
 
@@ -123,9 +125,7 @@ class CheckReport:
         lines += _section("PROBLEM files without their partner", self.missing_partners, indent="")
         lines += _section("note: files that no list names", self.unlisted, indent="")
         problems = len(self.errors) + len(self.missing_partners) + sum(
-            len(s.missing) + len(s.unreadable) + len(s.unknown_label_ids)
-            for s in self.splits.values()
-        )
+            len(s.missing) + len(s.unreadable) + len(s.unknown_label_ids) for s in self.splits.values())
         lines.append("Result: OK" if self.ok else f"Result: {problems} problem(s)")
         return "\n".join(lines)
 
@@ -166,22 +166,10 @@ def _check_sample(sample: Sample, multichannel: bool) -> _SampleResult:
     result.id_pixels = {int(i): int(counts[i]) for i in np.flatnonzero(counts)}
     label_size = (raw.shape[1], raw.shape[0])
     if result.image_size is not None and label_size != result.image_size:
-        result.size_mismatch = (
-            f"{sample.where}: image {sample.image} is {result.image_size[0]}x{result.image_size[1]}, "
-            f"label {sample.label} is {label_size[0]}x{label_size[1]}"
-        )
+        width, height = result.image_size
+        result.size_mismatch = (f"{sample.where}: image {sample.image} is {width}x{height}, "
+                                f"label {sample.label} is {label_size[0]}x{label_size[1]}")
     return result
-
-
-def _open(cls: type[SegmentationDataset], root: Path, split: str, num_classes: int, city: str | None):
-    kwargs = {"city": city} if cls is NTHU else {}
-    return cls(root=root, split=split, num_classes=num_classes, check_files=False, **kwargs)
-
-
-def _list_dir(cls: type[SegmentationDataset], root: Path, city: str | None) -> Path:
-    if cls is NTHU:
-        return root / NTHU.folder / NTHU.resolve_city(root, city or "Rome") / "list"
-    return root / cls.folder / "list"
 
 
 def check_split(dataset: SegmentationDataset, limit: int | None = None, progress: bool = True,
@@ -205,10 +193,7 @@ def check_split(dataset: SegmentationDataset, limit: int | None = None, progress
     samples = dataset.samples[:limit] if limit is not None else dataset.samples
     readable = [s for s in samples if id(s) not in missing_samples]
     report.checked = len(readable)
-
-    def work(sample: Sample) -> _SampleResult:
-        return _check_sample(sample, dataset.multichannel_labels)
-
+    work = functools.partial(_check_sample, multichannel=dataset.multichannel_labels)
     bar = tqdm(total=len(readable), desc=f"{dataset.title} {dataset.split}", disable=not progress, leave=False)
     sizes: Counter[str] = Counter()
     unknown: Counter[int] = Counter()
@@ -233,16 +218,9 @@ def check_split(dataset: SegmentationDataset, limit: int | None = None, progress
     return report
 
 
-def check_dataset(
-    name: str,
-    root: str | Path = "datasets",
-    split: str | None = None,
-    num_classes: int = 19,
-    city: str | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-    workers: int = 1,
-) -> CheckReport:
+def check_dataset(name: str, root: str | Path = "datasets", split: str | None = None, num_classes: int = 19,
+                  city: str | None = None, limit: int | None = None, progress: bool = True,
+                  workers: int = 1) -> CheckReport:
     """Read every listed image/label pair of a dataset and report what is wrong.
 
     Args:
@@ -265,13 +243,11 @@ def check_dataset(
     root = Path(root)
     report = CheckReport(dataset=key, root=str(root), num_classes=num_classes)
     try:
-        if cls is NTHU:
-            city = NTHU.resolve_city(root, city or "Rome")
-            report.city = city
-        list_dir = _list_dir(cls, root, city)
+        city = report.city = NTHU.resolve_city(root, city or "Rome") if cls is NTHU else None
     except DatasetError as err:
         report.errors.append(str(err))
         return report
+    list_dir = root / cls.folder / (city or "") / "list"
     all_splits = sorted(p.stem for p in list_dir.glob("*.txt")) if list_dir.is_dir() else []
     splits = [split] if split is not None else all_splits
     if not splits:
@@ -282,7 +258,8 @@ def check_dataset(
     opened: list[SegmentationDataset] = []
     for name_ in dict.fromkeys(splits + all_splits):
         try:
-            dataset = _open(cls, root, name_, num_classes, city)
+            dataset = get_dataset(key, root=root, split=name_, num_classes=num_classes, check_files=False,
+                                  city=city)
         except DatasetError as err:
             if name_ in splits:
                 report.errors.append(str(err))

@@ -41,25 +41,12 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..config import CITIES
-from ..labels import (CITYSCAPES_LABEL_IDS, IGNORE_INDEX, SYNTHIA_LABEL_IDS, ClassSet,
-                      class_set_for)
-from .transforms import (
-    Size,
-    apply_augmentation,
-    draw_augmentation,
-    image_to_tensor,
-    item_rng,
-    map_label_ids,
-    resize_image,
-    resize_label,
-)
+from ..labels import CITYSCAPES_LABEL_IDS, IGNORE_INDEX, SYNTHIA_LABEL_IDS, ClassSet, class_set_for
+from .transforms import (Size, apply_augmentation, draw_augmentation, image_to_tensor, item_rng,
+                         map_label_ids, resize_image, resize_label)
 
-PAPER_SIZES: dict[str, Size] = {
-    "gta5": (1280, 720),
-    "synthia": (1280, 760),
-    "cityscapes": (1024, 512),
-    "nthu": (1024, 512),
-}
+PAPER_SIZES: dict[str, Size] = {"gta5": (1280, 720), "synthia": (1280, 760), "cityscapes": (1024, 512),
+                                "nthu": (1024, 512)}
 """Input sizes ``(W, H)`` the authors train with (official-code-facts §5.2); pass as ``size=``."""
 
 NTHU_CITIES: tuple[str, ...] = CITIES
@@ -243,6 +230,8 @@ class ListedFiles:
     layout: ClassVar[str] = ""
     entry_example: ClassVar[str] = ""
     writer: ClassVar[str] = ""
+    # (digits, image folder, label folder) where list entries are integer ids (GTA5, SYNTHIA)
+    numbered: ClassVar[tuple[int, str, str] | None] = None
 
     def __init__(self, root: str | Path = "datasets", split: str = "train", check_files: bool = True) -> None:
         self.root = Path(root)
@@ -287,56 +276,12 @@ class ListedFiles:
         return sorted(p.stem for p in self.list_dir.glob("*.txt")) if self.list_dir.is_dir() else []
 
     def sample_from_entry(self, entry: str, line_no: int) -> Sample:
-        """Resolve one list entry to its files (subclasses)."""
-        raise NotImplementedError
-
-    def disk_pairs(self) -> list[tuple[Path | None, Path | None, bool]]:
-        """Every image and label file on disk, paired by name: ``(image, label, expects_label)``.
-
-        Used by the checks to find files without a partner and files no list mentions.
-        """
-        raise NotImplementedError
-
-    # ---- construction ----------------------------------------------------------------------
-
-    def _layout_text(self) -> str:
-        return "\n".join("  " + line for line in self.layout.format(root=self.root).splitlines())
-
-    def _require_folder(self) -> None:
-        if not self.root.is_dir():
-            raise DatasetError(
-                f"dataset root not found: {self.root}\nExpected {self.title} in this layout:\n{self._layout_text()}"
-            )
-        if not self.dataset_dir.is_dir():
-            raise DatasetError(
-                f"{self.title} folder not found: {self.dataset_dir}\n"
-                f"Expected this layout:\n{self._layout_text()}"
-            )
-
-    def _read_list(self) -> list[Sample]:
-        if not self.list_file.is_file():
-            found = self.available_splits()
-            raise DatasetError(
-                f"{self.title} list file not found: {self.list_file}\n"
-                f"Expected one entry a line, e.g. {self.entry_example!r}; lists found: {found or 'none'}. "
-                f"{self.writer} writes them from the files on disk.\nExpected layout:\n{self._layout_text()}"
-            )
-        samples = []
-        for line_no, line in enumerate(self.list_file.read_text().splitlines(), start=1):
-            entry = line.strip()
-            if entry:
-                samples.append(self.sample_from_entry(entry, line_no))
-        if not samples:
-            raise DatasetError(
-                f"{self.title} list file is empty: {self.list_file}\n"
-                f"Expected one entry a line, e.g. {self.entry_example!r}."
-            )
-        return samples
-
-    def _numbered_sample(self, entry: str, line_no: int, digits: int, image_dir: str,
-                         label_dir: str) -> Sample:
-        """A list entry that is a non-negative integer id, zero-padded to ``digits`` in the file
-        names ``<image_dir>/<id>.png`` and ``<label_dir>/<id>.png`` (GTA5, SYNTHIA)."""
+        """Resolve one list entry to its files (subclasses, or a :attr:`numbered` layout: the entry is a
+        non-negative integer id, zero-padded in the file names ``<image folder>/<id>.png`` and
+        ``<label folder>/<id>.png``)."""
+        if self.numbered is None:
+            raise NotImplementedError
+        digits, image_dir, label_dir = self.numbered
         try:
             number = int(entry)
         except ValueError:
@@ -347,30 +292,62 @@ class ListedFiles:
         return Sample(stem, self.dataset_dir / image_dir / f"{stem}.png",
                       self.dataset_dir / label_dir / f"{stem}.png", self.list_file, line_no, entry)
 
+    def disk_pairs(self) -> list[tuple[Path | None, Path | None, bool]]:
+        """Every image and label file on disk, paired by name: ``(image, label, expects_label)``.
+
+        Used by the checks to find files without a partner and files no list mentions.
+        """
+        if self.numbered is None:
+            raise NotImplementedError
+        _, image_dir, label_dir = self.numbered
+        return _pair(*(_stem_map(self.dataset_dir / folder, "*.png") for folder in (image_dir, label_dir)))
+
+    # ---- construction ----------------------------------------------------------------------
+
+    def _layout_text(self) -> str:
+        return "\n".join("  " + line for line in self.layout.format(root=self.root).splitlines())
+
+    def _require_folder(self) -> None:
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset root not found: {self.root}\nExpected {self.title} in this layout:\n"
+                               f"{self._layout_text()}")
+        if not self.dataset_dir.is_dir():
+            raise DatasetError(f"{self.title} folder not found: {self.dataset_dir}\n"
+                               f"Expected this layout:\n{self._layout_text()}")
+
+    def _read_list(self) -> list[Sample]:
+        if not self.list_file.is_file():
+            found = self.available_splits()
+            raise DatasetError(f"{self.title} list file not found: {self.list_file}\n"
+                               f"Expected one entry a line, e.g. {self.entry_example!r}; lists found: "
+                               f"{found or 'none'}. {self.writer} writes them from the files on disk.\n"
+                               f"Expected layout:\n{self._layout_text()}")
+        samples = []
+        for line_no, line in enumerate(self.list_file.read_text().splitlines(), start=1):
+            entry = line.strip()
+            if entry:
+                samples.append(self.sample_from_entry(entry, line_no))
+        if not samples:
+            raise DatasetError(f"{self.title} list file is empty: {self.list_file}\n"
+                               f"Expected one entry a line, e.g. {self.entry_example!r}.")
+        return samples
+
     def _bad_entry(self, entry: str, line_no: int, why: str) -> DatasetError:
-        return DatasetError(
-            f"bad entry at {self.list_file}:{line_no} ({entry!r}): {why}; "
-            f"expected entries like {self.entry_example!r}"
-        )
+        return DatasetError(f"bad entry at {self.list_file}:{line_no} ({entry!r}): {why}; "
+                            f"expected entries like {self.entry_example!r}")
 
     def missing_files(self) -> list[tuple[Sample, Path]]:
         """Listed files that do not exist, as ``(sample, path)``."""
-        missing = []
-        for sample in self.samples:
-            for path in (sample.image, sample.label):
-                if path is not None and not path.is_file():
-                    missing.append((sample, path))
-        return missing
+        return [(sample, path) for sample in self.samples for path in (sample.image, sample.label)
+                if path is not None and not path.is_file()]
 
     def _check_files(self) -> None:
         missing = self.missing_files()
         if missing:
             shown = "\n".join(f"  {s.where}: {p} not found" for s, p in missing[:10])
             more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise DatasetError(
-                f"{len(missing)} file(s) named by {self.list_file} are missing:\n{shown}{more}\n"
-                f"Expected layout:\n{self._layout_text()}"
-            )
+            raise DatasetError(f"{len(missing)} file(s) named by {self.list_file} are missing:\n"
+                               f"{shown}{more}\nExpected layout:\n{self._layout_text()}")
 
 class SegmentationDataset(ListedFiles, Dataset):
     """Reading and preprocessing of the four datasets, the authors' way (use a subclass).
@@ -403,23 +380,11 @@ class SegmentationDataset(ListedFiles, Dataset):
     label_ids: ClassVar[frozenset[int]] = CITYSCAPES_LABEL_IDS
     multichannel_labels: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        root: str | Path = "datasets",
-        split: str = "train",
-        size: Size | None = None,
-        num_classes: int = 19,
-        augment: bool = False,
-        *,
-        label_size: Size | str = "image",
-        full_resolution_labels: bool = False,
-        seed: int = 0,
-        flip_p: float = 0.5,
-        blur_p: float = 0.5,
-        check_files: bool = True,
-        allow_size_mismatch: bool = True,
-        cache_bytes: int = 256 * 2**20,
-    ) -> None:
+    def __init__(self, root: str | Path = "datasets", split: str = "train", size: Size | None = None,
+                 num_classes: int = 19, augment: bool = False, *, label_size: Size | str = "image",
+                 full_resolution_labels: bool = False, seed: int = 0, flip_p: float = 0.5,
+                 blur_p: float = 0.5, check_files: bool = True, allow_size_mismatch: bool = True,
+                 cache_bytes: int = 256 * 2**20) -> None:
         self.size = _parse_size(size)
         self.class_set: ClassSet = class_set_for(num_classes)
         self.num_classes = self.class_set.num_classes
@@ -449,10 +414,8 @@ class SegmentationDataset(ListedFiles, Dataset):
         self.epoch = int(epoch)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, {len(self)} items, "
-            f"size={self.size}, classes={self.class_set.name}, augment={self.augment})"
-        )
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, {len(self)} items, "
+                f"size={self.size}, classes={self.class_set.name}, augment={self.augment})")
 
     def read_raw(self, index: int) -> tuple[Image.Image, np.ndarray | None]:
         """The image and the raw label ids of an item, as on disk (no resize, no mapping).
@@ -551,11 +514,8 @@ class SegmentationDataset(ListedFiles, Dataset):
 def _stem_map(folder: Path, pattern: str, suffix_to_strip: str = "") -> dict[str, Path]:
     if not folder.is_dir():
         return {}
-    out = {}
-    for path in sorted(folder.glob(pattern)):
-        name = path.name[: -len(suffix_to_strip)] if suffix_to_strip else path.stem
-        out[name] = path
-    return out
+    return {(path.name[: -len(suffix_to_strip)] if suffix_to_strip else path.stem): path
+            for path in sorted(folder.glob(pattern))}
 
 
 def _pair(images: dict[str, Path], labels: dict[str, Path], expects_label: bool = True):
@@ -573,17 +533,12 @@ class GTA5(SegmentationDataset):
     folder = "GTA5"
     entry_example = "1"
     writer = "maxsq_prep.lists.write_gta5_lists(root)"
+    numbered = (5, "images", "labels")
     layout = (
         "{root}/GTA5/images/00001.png      RGB frames, id zero-padded to 5 digits\n"
         "{root}/GTA5/labels/00001.png      palette PNGs, palette index = Cityscapes label id\n"
         "{root}/GTA5/list/train.txt        one id per line, e.g. 1"
     )
-
-    def sample_from_entry(self, entry: str, line_no: int) -> Sample:
-        return self._numbered_sample(entry, line_no, 5, "images", "labels")
-
-    def disk_pairs(self):
-        return _pair(_stem_map(self.dataset_dir / "images", "*.png"), _stem_map(self.dataset_dir / "labels", "*.png"))
 
 
 class SYNTHIA(SegmentationDataset):
@@ -600,19 +555,12 @@ class SYNTHIA(SegmentationDataset):
     multichannel_labels = True
     entry_example = "0"
     writer = "maxsq_prep.lists.write_synthia_lists(root)"
+    numbered = (7, "RGB", "GT/LABELS")
     layout = (
         "{root}/SYNTHIA/RGB/0000000.png          RGB frames, id zero-padded to 7 digits\n"
         "{root}/SYNTHIA/GT/LABELS/0000000.png    16-bit PNGs, channel 0 = SYNTHIA class id\n"
         "{root}/SYNTHIA/list/train.txt           one id per line, e.g. 0"
     )
-
-    def sample_from_entry(self, entry: str, line_no: int) -> Sample:
-        return self._numbered_sample(entry, line_no, 7, "RGB", "GT/LABELS")
-
-    def disk_pairs(self):
-        return _pair(
-            _stem_map(self.dataset_dir / "RGB", "*.png"), _stem_map(self.dataset_dir / "GT" / "LABELS", "*.png")
-        )
 
 
 class Cityscapes(SegmentationDataset):
@@ -638,27 +586,19 @@ class Cityscapes(SegmentationDataset):
             raise self._bad_entry(entry, line_no, "expected <split>_<city>_<frame>")
         split_folder, city = tokens[0], tokens[1]
         base = "_".join(tokens[1:])
-        return Sample(
-            base,
-            self.dataset_dir / "leftImg8bit" / split_folder / city / f"{base}_leftImg8bit.png",
-            self.dataset_dir / "gtFine" / split_folder / city / f"{base}_gtFine_labelIds.png",
-            self.list_file, line_no, entry,
-        )
+        folder = Path(split_folder) / city
+        return Sample(base, self.dataset_dir / "leftImg8bit" / folder / f"{base}_leftImg8bit.png",
+                      self.dataset_dir / "gtFine" / folder / f"{base}_gtFine_labelIds.png", self.list_file,
+                      line_no, entry)
 
     def disk_pairs(self):
         pairs = []
-        keys = set()
-        for top in ("leftImg8bit", "gtFine"):
-            base = self.dataset_dir / top
-            if base.is_dir():
-                keys |= {(p.parent.parent.name, p.parent.name) for p in base.glob("*/*/*.png")}
+        keys = {(p.parent.parent.name, p.parent.name)
+                for top in ("leftImg8bit", "gtFine") for p in (self.dataset_dir / top).glob("*/*/*.png")}
         for split_folder, city in sorted(keys):
-            images = _stem_map(
-                self.dataset_dir / "leftImg8bit" / split_folder / city, "*_leftImg8bit.png", "_leftImg8bit.png"
-            )
-            labels = _stem_map(
-                self.dataset_dir / "gtFine" / split_folder / city, "*_gtFine_labelIds.png", "_gtFine_labelIds.png"
-            )
+            images, labels = (_stem_map(self.dataset_dir / top / split_folder / city, f"*{suffix}", suffix)
+                              for top, suffix in (("leftImg8bit", "_leftImg8bit.png"),
+                                                  ("gtFine", "_gtFine_labelIds.png")))
             pairs += _pair(images, labels)
         return pairs
 
@@ -700,27 +640,16 @@ class NTHU(SegmentationDataset):
                 return known
         if (root / "NTHU_Datasets" / city).is_dir():
             return city
-        raise DatasetError(
-            f"unknown NTHU city {city!r}: expected one of {', '.join(NTHU_CITIES)} "
-            f"(or a folder {root / 'NTHU_Datasets' / city})"
-        )
-
-    @property
-    def config_name(self) -> str:
-        """The dataset's name in configs and commands (``gta5``, ``nthu``, ...)."""
-        return next((k for k, v in DATASETS.items() if isinstance(self, v)), type(self).__name__.lower())
+        raise DatasetError(f"unknown NTHU city {city!r}: expected one of {', '.join(NTHU_CITIES)} "
+                           f"(or a folder {root / 'NTHU_Datasets' / city})")
 
     @property
     def dataset_dir(self) -> Path:
         return self.root / self.folder / self.city
 
     @property
-    def _list_split(self) -> str:
-        return "test" if self.split in ("val", "test") else self.split
-
-    @property
     def labelled(self) -> bool:
-        return self._list_split == "test"
+        return self.list_path(self.split).stem == "test"
 
     def list_path(self, split: str) -> Path:
         return self.list_dir / f"{'test' if split in ('val', 'test') else split}.txt"
@@ -732,10 +661,9 @@ class NTHU(SegmentationDataset):
 
     def sample_from_entry(self, entry: str, line_no: int) -> Sample:
         if self.labelled:
-            return Sample(
-                entry, self._image_path("Test", entry), self.dataset_dir / "Labels" / "Test" / f"{entry}_eval.png",
-                self.list_file, line_no, entry,
-            )
+            return Sample(entry, self._image_path("Test", entry),
+                          self.dataset_dir / "Labels" / "Test" / f"{entry}_eval.png", self.list_file, line_no,
+                          entry)
         return Sample(entry, self._image_path("Train", entry), None, self.list_file, line_no, entry)
 
     def disk_pairs(self):
@@ -750,12 +678,8 @@ class NTHU(SegmentationDataset):
         return train + _pair(images("Test"), labels)
 
 
-DATASETS: dict[str, type[SegmentationDataset]] = {
-    "gta5": GTA5,
-    "synthia": SYNTHIA,
-    "cityscapes": Cityscapes,
-    "nthu": NTHU,
-}
+DATASETS: dict[str, type[SegmentationDataset]] = {"gta5": GTA5, "synthia": SYNTHIA, "cityscapes": Cityscapes,
+                                                  "nthu": NTHU}
 """Dataset classes by their config name."""
 
 
