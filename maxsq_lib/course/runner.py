@@ -139,13 +139,14 @@ def export_course_html(profile: str, runs: str, log=print) -> list[Path]:
     Returns:
         the written files (:func:`~maxsq_lib.course.html_export.export_html`).
     """
-    from .html_export import INDEX_NAME, export_html
+    from .html_export import INDEX_NAME, STUDENT_DIR, export_html
 
     html_dir = Path(runs) / profile / "html"
     notebooks = executed_copies(profile, Path(runs) / profile / "notebooks")
     written = export_html(notebooks, html_dir,
                           heading=f"maxsq course ({profile}): the executed notebooks")
-    log(f"[html] {len(written) - 1} pages in {html_dir}/ (open {INDEX_NAME})")
+    log(f"[html] {len(notebooks)} pages in {html_dir}/ (open {INDEX_NAME}; without solutions: "
+        f"{STUDENT_DIR}/{INDEX_NAME})")
     return written
 
 
