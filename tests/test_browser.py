@@ -15,9 +15,16 @@ Run → Run All Cells, waits for every cell, and checks that
 * the kernel is this project's interpreter (the ``python3`` kernelspec of the venv).
 
 A screenshot is written to ``runs/browser/07_explorer.png`` (also when the test fails, for the
-diagnosis). The server is stopped in every case. Deselect with ``-m "not browser"``; without
-Chromium the test is skipped, unless ``MAXSQ_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a
-failure.
+diagnosis). The server is stopped in every case.
+
+The same browser, with every request but ``file:`` and ``data:`` refused, also reads the rendered
+course (:mod:`maxsq_lib.course.html_export`, issue 20): a display equation is a MathML element laid
+out as a fraction, inline ones have a size, a solution's ``<details>`` is closed (its code hidden)
+until its summary is clicked, the next and contents links lead where they say, the student edition
+has no solution, and no page asked the network for anything.
+
+Deselect with ``-m "not browser"``; without Chromium the tests are skipped, unless
+``MAXSQ_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure.
 """
 
 from __future__ import annotations
@@ -435,3 +442,90 @@ def _assert_kernel_is_this_venv(server: subprocess.Popen) -> None:
     expected = Path(sys.executable)
     assert all(Path(k) == expected or shutil.which(k) == str(expected) for k in kernels), \
         f"kernel interpreter(s) {kernels}, expected this venv's {expected}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the rendered course (maxsq_lib.course.html_export) in the same browser, offline
+# ----------------------------------------------------------------------------------------------
+
+_MATH_LAYOUT_JS = """() => {
+  const m = document.querySelector('math[display="block"]');
+  const frac = m && m.querySelector('mfrac');
+  if (!frac) return null;
+  const [num, den] = [...frac.children].map(e => e.getBoundingClientRect());
+  const box = m.getBoundingClientRect();
+  return {element: m.constructor.name, display: getComputedStyle(m).display, width: box.width,
+          height: box.height, stacked: num.bottom <= den.top + 1,
+          inline: [...document.querySelectorAll('math:not([display="block"])')]
+                    .map(e => e.getBoundingClientRect().width)};
+}"""
+
+
+def _html_course(folder: Path) -> list[Path]:
+    """Two notebooks shaped like the course's: an equation, an exercise and its solution."""
+    import nbformat
+
+    v4 = nbformat.v4
+    paths = []
+    for stem in ("00_setup", "04_adaptation-maxsquare"):
+        nb = v4.new_notebook(cells=[
+            v4.new_markdown_cell(f"# {stem}: a page\n\nWith $\\lambda_T$ the weight,\n\n"
+                                 "$$L = -\\frac{1}{2N}\\sum_{n} p_n^2$$"),
+            v4.new_markdown_cell("## Exercises\n\n1. Compute it."),
+            v4.new_code_cell("# Solution 1: it\nprint('SOLUTION-MARK')", execution_count=1,
+                             metadata={"tags": ["solution"]},
+                             outputs=[v4.new_output("stream", name="stdout", text="SOLUTION-MARK\n")]),
+        ])
+        paths.append(folder / f"{stem}.ipynb")
+        nbformat.write(nb, paths[-1])
+    return paths
+
+
+@pytest.mark.timeout(120)
+def test_html_course_shows_mathml_and_closed_solutions_offline(tmp_path):
+    sync_api = _require_browser()
+    from maxsq_lib.course.html_export import INDEX_NAME, STUDENT_DIR, export_html
+
+    out = tmp_path / "html"
+    export_html(_html_course(tmp_path), out)
+    requests: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=list(CHROMIUM_FLAGS))
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(15_000)
+            # offline: anything but the pages themselves and their data: URLs is refused and noted
+            page.route("**/*", lambda route: route.continue_()
+                       if route.request.url.startswith(("file:", "data:"))
+                       else (requests.append(route.request.url), route.abort()))
+            page.goto((out / "00_setup.html").as_uri())
+
+            math = page.evaluate(_MATH_LAYOUT_JS)
+            assert math, "no display equation with a fraction on the page"
+            assert math["element"] == "MathMLElement" and math["display"] == "block math", math
+            assert math["width"] > 50 and math["height"] > 20 and math["stacked"], \
+                f"the display equation is not laid out as a fraction: {math}"
+            assert math["inline"] and all(w > 0 for w in math["inline"]), math
+
+            details = page.locator("details.maxsq-solution")
+            assert details.count() == 1 and details.evaluate("d => d.open") is False
+            solution_code = details.locator(".jp-Cell-inputWrapper")
+            assert not solution_code.is_visible(), "the solution shows before it is opened"
+            assert not page.get_by_text("SOLUTION-MARK").first.is_visible()
+            details.locator("summary").click()
+            assert details.evaluate("d => d.open") is True and solution_code.is_visible()
+
+            page.locator('nav.maxsq-top a[rel="next"]').click()
+            page.wait_for_url("**/04_adaptation-maxsquare.html")
+            page.locator('nav.maxsq-top a[rel="index"]').click()
+            page.wait_for_url(f"**/{INDEX_NAME}")
+            assert page.locator("p.maxsq-start a").get_attribute("href") == "00_setup.html"
+
+            page.goto((out / STUDENT_DIR / "00_setup.html").as_uri())
+            assert page.locator("details").count() == 0
+            assert page.locator("p.maxsq-solution-omitted").is_visible()
+            assert "SOLUTION-MARK" not in page.content()
+        finally:
+            browser.close()
+    assert not requests, f"the pages asked the network for {requests}"
