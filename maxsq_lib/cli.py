@@ -21,6 +21,7 @@ exist in the authors' scripts also accept their spelling (``--lambda_target``, `
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -35,14 +36,12 @@ except ModuleNotFoundError as exc:  # the package was installed without the extr
                      f"pip install 'maxsq[engine]'") from None
 
 
-def _common(p: argparse.ArgumentParser, benchmark: bool = True) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run selection")
     g.add_argument("--profile", default="cpu", choices=C.PROFILES,
                    help="configuration profile (default: cpu = the embedded MiniCity default)")
-    if benchmark:
-        g.add_argument("--benchmark", default=None,
-                       help="benchmark of the profile (default: its first, e.g. minicity or "
-                            "gta5_cityscapes); see maxsq_lib/configs/<profile>.yaml")
+    g.add_argument("--benchmark", default=None, help="benchmark of the profile (default: its first, e.g. "
+                   "minicity or gta5_cityscapes); see maxsq_lib/configs/<profile>.yaml")
     g.add_argument("--data-root", "--data_root_path", dest="data_root", default=None,
                    help="folder holding the datasets in their layouts (default: the profile's, "
                         "datasets/ for paper, datasets/minicity-<profile>/ for MiniCity)")
@@ -60,9 +59,8 @@ def _train_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="replace the outputs of a finished run (refused otherwise)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    g.add_argument("--wait", action="store_true",
-                   help="if another process is writing this run folder, wait for it (default: stop "
-                        "and name it); a run it finishes is then reused, not trained again")
+    g.add_argument("--wait", action="store_true", help="if another process is writing this run folder, wait "
+                   "for it (default: stop and name it); a run it finishes is then reused, not trained again")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,15 +89,15 @@ def _add_root_flag(parser: argparse.ArgumentParser, top: bool = True) -> None:
     ``pretrained_model/`` and ``notebooks/`` are in (default: the checkout holding the working
     folder, else the working folder; :func:`maxsq_lib.files.project_root`)."""
     parser.add_argument("--root", default=None if top else argparse.SUPPRESS, metavar="DIR",
-                        help="folder of runs/, datasets/ and notebooks/ (default: the checkout you are "
-                             "in, else the working folder)")
+                        help="folder of runs/, datasets/ and notebooks/ (default: the checkout you are in, "
+                             "else the working folder)")
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
                 _add_root_flag(child, top=False)
 
 
-def _add_prepare(sub) -> argparse.ArgumentParser:
+def _add_prepare(sub) -> None:
     """``maxsq prepare minicity`` / ``maxsq prepare lists``."""
     prep = sub.add_parser("prepare", help="generate MiniCity or write list files for real data")
     prep_sub = prep.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -119,10 +117,8 @@ def _add_prepare(sub) -> argparse.ArgumentParser:
     lists.add_argument("--city", default=None, help="NTHU city (Rome, Rio, Tokyo, Taipei)")
     lists.add_argument("--split-file", default=None, help="GTA5 split.mat (else all.txt only)")
 
-    return prep
 
-
-def _add_data_check(sub) -> argparse.ArgumentParser:
+def _add_data_check(sub) -> None:
     """``maxsq data check``."""
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -134,8 +130,6 @@ def _add_data_check(sub) -> argparse.ArgumentParser:
     chk.add_argument("--num-classes", "--num_classes", dest="num_classes", type=int, default=19,
                      choices=[19, 16, 13, 10])
     chk.add_argument("--limit", type=int, default=None, help="check only the first N entries")
-
-    return chk
 
 
 def _recipe_flags(p: argparse.ArgumentParser, adapt: bool) -> None:
@@ -176,24 +170,23 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
     _train_flags(ad)
     ad.add_argument("--method", "--target_mode", dest="method", required=True,
                     choices=method_registry.adaptation_methods(),
-                    help="adabn (BatchNorm statistics re-estimated on target, no gradient step), "
-                         "none (source training, target batches through BatchNorm), or a target "
-                         "loss: " + ", ".join(method_registry.loss_methods()))
-    ad.add_argument("--lambda-target", "--lambda_target", dest="lambda_target", type=float,
-                    default=None, help="λ_T (default: profile; paper 0.1, Multi 0.09)")
+                    help="adabn (BatchNorm statistics re-estimated on target, no gradient step), none "
+                         "(source training, target batches through BatchNorm), or a target loss: "
+                         + ", ".join(method_registry.loss_methods()))
+    ad.add_argument("--lambda-target", "--lambda_target", dest="lambda_target", type=float, default=None,
+                    help="λ_T (default: profile; paper 0.1, Multi 0.09)")
     ad.add_argument("--iw-ratio", "--IW_ratio", dest="iw_ratio", type=float, default=None,
                     help="α of the image-wise weights (default 0.2)")
     ad.add_argument("--threshold", type=float, default=None,
                     help="confidence threshold of Multi / hard (default 0.95; 0.98 cross-city)")
     ad.add_argument("--lambda-seg", "--lambda_seg", dest="lambda_seg", type=float, default=None)
     ad.add_argument("--bn-mode", choices=list(C.BN_MODES), default=None,
-                    help="BatchNorm during adaptation: train (the authors' default), eval (the "
-                         "authors' --freeze_bn: statistics fixed, affine trained) or frozen "
-                         "(statistics and affine fixed)")
-    ad.add_argument("--match-gradient-to", default=None,
-                    choices=method_registry.loss_methods(),
-                    help="set λ_T so that the initial logit-gradient norm equals this method's "
-                         "at the same λ_T")
+                    help="BatchNorm during adaptation: train (the authors' default), eval (the authors' "
+                         "--freeze_bn: statistics fixed, affine trained) or frozen (statistics and affine "
+                         "fixed)")
+    ad.add_argument("--match-gradient-to", default=None, choices=method_registry.loss_methods(),
+                    help="set λ_T so that the initial logit-gradient norm equals this method's at the "
+                         "same λ_T")
     ad.add_argument("--match-gradient-lambda", type=float, default=None, metavar="λ_REF",
                     help="the reference method's λ for --match-gradient-to (default: λ_T)")
     ad.add_argument("--source-checkpoint", "--pretrained_ckpt_file", dest="source_checkpoint",
@@ -207,7 +200,7 @@ def _add_adapt(sub) -> argparse.ArgumentParser:
     return ad
 
 
-def _add_evaluate(sub) -> argparse.ArgumentParser:
+def _add_evaluate(sub) -> None:
     """``maxsq evaluate``."""
     ev = sub.add_parser("evaluate", help="evaluate a finished run or a checkpoint file")
     _common(ev)
@@ -225,20 +218,17 @@ def _add_evaluate(sub) -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     ev.add_argument("--no-progress", action="store_true")
 
-    return ev
 
-
-def _add_run(sub) -> argparse.ArgumentParser:
+def _add_run(sub) -> None:
     """``maxsq run``: a resolved config file, as a planned job writes it."""
     rn = sub.add_parser("run", help="train the run a resolved config file describes (a planned "
                         "job's <run folder>/job.yaml, or any run's config.yaml)")
     rn.add_argument("--config", required=True, help="a resolved run config (YAML)")
     rn.add_argument("--stage", required=True, choices=["source", "adapt"])
     _train_flags(rn)
-    return rn
 
 
-def _add_reproduce(sub) -> argparse.ArgumentParser:
+def _add_reproduce(sub) -> None:
     """``maxsq reproduce``."""
     rp = sub.add_parser("reproduce", help="source + each method for several seeds, then summary")
     _common(rp)
@@ -257,7 +247,6 @@ def _add_reproduce(sub) -> argparse.ArgumentParser:
     rp.add_argument("--bn-frozen", action="store_true",
                     help="study: MaxSquare with BatchNorm frozen during adaptation")
     rp.add_argument("--no-progress", action="store_true")
-    return rp
 
 
 def _add_course(sub) -> argparse.ArgumentParser:
@@ -275,9 +264,8 @@ def _add_course(sub) -> argparse.ArgumentParser:
     co.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
                     help="execute only these notebooks, e.g. 03_gradient_analysis")
     co.add_argument("--no-figures", action="store_true", help="do not regenerate the figures")
-    co.add_argument("--study", action="store_true",
-                    help="the study behind the committed figures/ (make study): also the λ sweep, "
-                         "no notebooks, figures into figures/ for the cpu profile")
+    co.add_argument("--study", action="store_true", help="the study behind the committed figures/ (make "
+                    "study): also the λ sweep, no notebooks, figures into figures/ for the cpu profile")
     return co
 
 
@@ -292,13 +280,12 @@ def _add_figures(sub) -> argparse.ArgumentParser:
     return fg
 
 
-def _add_summary(sub) -> argparse.ArgumentParser:
+def _add_summary(sub) -> None:
     """``maxsq summary``."""
     sm = sub.add_parser("summary", help="results table of the finished runs of a profile")
     sm.add_argument("--profile", default="cpu", choices=C.PROFILES)
     sm.add_argument("--runs", default="runs")
     sm.add_argument("--benchmark", default=None)
-    return sm
 
 
 def _aspp_flag(p: argparse.ArgumentParser) -> None:
@@ -324,10 +311,13 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
+def _given(args, *names: str) -> dict:
+    """The flags among ``names`` that the command line set (not None), by name (= config key)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def resolve_from_args(args, method: str | None = None):
     """The run config the common flags describe."""
-    from . import config as C
-
     overrides: dict = {"runs_root": args.runs, "seed": args.seed}
     if args.data_root:
         overrides["data"] = {"root": args.data_root}
@@ -335,19 +325,11 @@ def resolve_from_args(args, method: str | None = None):
         overrides["device"] = args.device
     C.deep_update(overrides, C.parse_overrides(getattr(args, "overrides", [])))
     extra: dict = {}
-    for flag, key in (("lambda_target", "lambda_target"), ("iw_ratio", "iw_ratio"),
-                      ("threshold", "threshold"), ("lambda_seg", "lambda_seg"),
-                      ("bn_mode", "bn_mode"), ("match_gradient_to", "match_gradient_to"),
-                      ("match_gradient_lambda", "match_gradient_lambda"),
-                      ("source_checkpoint", "source_checkpoint")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            extra.setdefault("adapt", {})[key] = value
+    if adapt := _given(args, "lambda_target", "iw_ratio", "threshold", "lambda_seg", "bn_mode",
+                       "match_gradient_to", "match_gradient_lambda", "source_checkpoint"):
+        extra["adapt"] = adapt
     stage = "adapt" if method else "source"
-    recipe = {key: getattr(args, flag, None) for flag, key in
-              (("iterations", "iterations"), ("schedule_horizon", "schedule_horizon"),
-               ("batch_size", "batch_size"), ("target_batch_size", "target_batch_size"))}
-    recipe = {k: v for k, v in recipe.items() if v is not None}
+    recipe = _given(args, "iterations", "schedule_horizon", "batch_size", "target_batch_size")
     if getattr(args, "lr", None) is not None:
         recipe["optim"] = {"lr": args.lr}
     if "iterations" in recipe and "schedule_horizon" not in recipe:
@@ -385,32 +367,19 @@ def _cmd_prepare(args) -> int:
         root = at_root(args.data_root or f"datasets/minicity-{args.profile}")
         summary = generate_minicity(root=root, profile=args.profile, seed=args.seed,
                                     shift=args.shift, force=args.force)
-        print(_format_summary(summary))
+        print("\n".join(f"{k}: {v}" for k, v in summary.items()))
         return 0
     from maxsq_prep import lists as L
 
-    root = Path(args.data_root)
-    if args.dataset == "cityscapes":
-        counts = L.write_cityscapes_lists(root)
-    elif args.dataset == "synthia":
-        counts = L.write_synthia_lists(root)
-    elif args.dataset == "nthu":
-        if not args.city:
-            print("maxsq prepare lists nthu: --city is required (Rome, Rio, Tokyo, Taipei)",
-                  file=sys.stderr)
-            return 2
-        counts = L.write_nthu_lists(root, args.city)
-    else:
-        counts = L.write_gta5_lists(root, split_file=args.split_file)
-    for split, n in counts.items():
+    if args.dataset == "nthu" and not args.city:
+        print("maxsq prepare lists nthu: --city is required (Rome, Rio, Tokyo, Taipei)", file=sys.stderr)
+        return 2
+    write = {"cityscapes": L.write_cityscapes_lists, "synthia": L.write_synthia_lists,
+             "nthu": functools.partial(L.write_nthu_lists, city=args.city),
+             "gta5": functools.partial(L.write_gta5_lists, split_file=args.split_file)}[args.dataset]
+    for split, n in write(Path(args.data_root)).items():
         print(f"{args.dataset} {split}: {n} entries")
     return 0
-
-
-def _format_summary(summary) -> str:
-    if not isinstance(summary, dict):
-        return str(summary)
-    return "\n".join(f"{k}: {v}" for k, v in summary.items())
 
 
 def _cmd_data(args) -> int:
@@ -449,8 +418,6 @@ def _train_and_report(cfg, stage: str, args) -> int:
 
 def _cmd_run(args) -> int:
     """``maxsq run``: a worker of the job pool, or a user re-running a planned run by hand."""
-    from . import config as C
-
     cfg = C.from_dict(C.load_yaml(args.config), str(args.config))
     return _train_and_report(cfg, args.stage, args)
 
@@ -462,8 +429,6 @@ def _cmd_evaluate(args) -> int:
     from .engine.runs import RunExistsError, write_json_atomic
     from .engine.build import build_dataset, model_from_file, resolve_device, run_dir_for
     from .engine.trainer import MissingInputError
-    from .labels import class_set_for
-    from .models import unwrap_model
 
     method = args.method if args.method not in (None, "source") else None
     cfg = resolve_from_args(args, method)
@@ -485,14 +450,11 @@ def _cmd_evaluate(args) -> int:
         raise MissingInputError(f"checkpoint not found: {checkpoint} (expected a weight file: ours, "
                                 f"or the authors' released .pth)")
     model, note = model_from_file(cfg, checkpoint, chosen=aspp_chosen(args))
-    cfg.model.aspp_branches = unwrap_model(model).aspp_branches
-    model = model.to(device)
+    cfg.model.aspp_branches = model.aspp_branches
     print(note)
-    dataset = build_dataset(cfg, "val")
-    result = evaluate(model, dataset, class_set_for(cfg.data.num_classes), device=device,
-                      flip=args.flip, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
-                      amp=cfg.amp, progress=not args.no_progress,
-                      desc=f"evaluate {checkpoint.name}")
+    result = evaluate(model.to(device), build_dataset(cfg, "val"), cfg.data.num_classes, device=device,
+                      flip=args.flip, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit, amp=cfg.amp,
+                      progress=not args.no_progress, desc=f"evaluate {checkpoint.name}")
     print(f"{cfg.benchmark} / {cfg.data.target} {cfg.data.val_split}: {checkpoint}")
     print(result.table())
     print(f"mean normalised entropy (label-free score): {result.mean_entropy:.4f}")
@@ -626,15 +588,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"maxsq: error: --root {args.root}: no such folder", file=sys.stderr)
             return 2
         os.environ[ROOT_ENV] = str(Path(args.root).resolve())  # jobs and notebook kernels inherit it
-    from .config import ConfigError
+    from .checkpoint import CheckpointError
+    from .engine.runlock import RunLockedError
     from .engine.runs import RunExistsError
     from .engine.trainer import MissingInputError, TrainingDiverged
 
-    from .checkpoint import CheckpointError
-
-    from .engine.runlock import RunLockedError
-
-    known = (ConfigError, RunExistsError, MissingInputError, TrainingDiverged, FileNotFoundError,
+    known = (C.ConfigError, RunExistsError, MissingInputError, TrainingDiverged, FileNotFoundError,
              CheckpointError, RunLockedError)
     try:
         from .data import DatasetError
@@ -642,27 +601,13 @@ def main(argv: list[str] | None = None) -> int:
         known = known + (DatasetError,)
     except ImportError:
         pass
+    handlers = {"prepare": _cmd_prepare, "data": _cmd_data, "run": _cmd_run, "evaluate": _cmd_evaluate,
+                "reproduce": _cmd_reproduce, "summary": _cmd_summary, "figures": _cmd_figures,
+                "train-source": lambda a: _cmd_train(a, "source", argv),
+                "adapt": lambda a: _cmd_train(a, "adapt", argv), "course": lambda a: _cmd_course(a, argv)}
     try:
-        if args.command == "prepare":
-            return _cmd_prepare(args)
-        if args.command == "data":
-            return _cmd_data(args)
-        if args.command == "train-source":
-            return _cmd_train(args, "source", argv)
-        if args.command == "adapt":
-            return _cmd_train(args, "adapt", argv)
-        if args.command == "run":
-            return _cmd_run(args)
-        if args.command == "evaluate":
-            return _cmd_evaluate(args)
-        if args.command == "reproduce":
-            return _cmd_reproduce(args)
-        if args.command == "summary":
-            return _cmd_summary(args)
-        if args.command == "course":
-            return _cmd_course(args, argv)
-        if args.command == "figures":
-            return _cmd_figures(args)
+        if args.command in handlers:
+            return handlers[args.command](args)
     except known as exc:
         print(f"maxsq {args.command}: error: {exc}", file=sys.stderr)
         return 2
