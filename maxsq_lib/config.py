@@ -198,27 +198,22 @@ class RunConfig:
 
     def validate(self) -> "RunConfig":
         """Check values that types alone cannot; returns self."""
-        _check_choice("profile", self.profile, PROFILES + ("custom",))
-        _check_choice("adapt.method", self.adapt.method, method_registry.adaptation_methods())
-        _check_choice("adapt.bn_mode", self.adapt.bn_mode, tuple(BN_MODES))
-        _check_choice("amp", self.amp, AMP_CHOICES)
-        _check_choice("eval.bn_statistics", self.eval.bn_statistics, ("running", "target"))
-        _check_choice("model.aspp_branches", self.model.aspp_branches, (2, 4))
-        _check_choice("source.optim.name", self.source.optim.name, ("sgd", "adam"))
-        _check_choice("adapt.optim.name", self.adapt.optim.name, ("sgd", "adam"))
+        for name, choices in (("profile", PROFILES + ("custom",)),
+                              ("adapt.method", method_registry.adaptation_methods()),
+                              ("adapt.bn_mode", tuple(BN_MODES)), ("amp", AMP_CHOICES),
+                              ("eval.bn_statistics", ("running", "target")), ("model.aspp_branches", (2, 4)),
+                              ("source.optim.name", ("sgd", "adam")), ("adapt.optim.name", ("sgd", "adam"))):
+            _check_choice(name, _get(self, name), choices)
         if self.adapt.match_gradient_to is not None:
             _check_choice("adapt.match_gradient_to", self.adapt.match_gradient_to,
                           method_registry.loss_methods())
-        for name in ("source.iterations", "adapt.iterations", "log_every", "checkpoint_every",
-                     "eval.every", "source.batch_size", "adapt.batch_size",
-                     "adapt.target_batch_size"):
+        for name in ("source.iterations", "adapt.iterations", "log_every", "checkpoint_every", "eval.every",
+                     "source.batch_size", "adapt.batch_size", "adapt.target_batch_size", "eval.bn_images",
+                     "eval.source_every"):
             value = _get(self, name)
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
-        if self.eval.bn_images is not None and self.eval.bn_images < 1:
-            raise ConfigError(f"eval.bn_images must be >= 1 or null, got {self.eval.bn_images}")
-        if self.eval.source_every is not None and self.eval.source_every < 1:
-            raise ConfigError(f"eval.source_every must be >= 1 or null, got {self.eval.source_every}")
+            if value is not None and value < 1:  # the last two may be null
+                nullable = " or null" if name in ("eval.bn_images", "eval.source_every") else ""
+                raise ConfigError(f"{name} must be >= 1{nullable}, got {value}")
         for name in ("source", "adapt"):
             stage = getattr(self, name)
             if stage.schedule_horizon < stage.iterations:

@@ -70,10 +70,8 @@ CITYSCAPES_TRAIN_COLORS: tuple[tuple[int, int, int], ...] = tuple(lab[3] for lab
 CITYSCAPES_ID_TO_TRAIN19: dict[int, int] = {lab[0]: lab[2] for lab in _CS_EVAL_LABELS}
 """Cityscapes label id -> 19-class train id (7->0 road, ..., 33->18 bicycle). Also GTA5 and NTHU."""
 
-SYNTHIA_ID_TO_TRAIN19: dict[int, int] = {
-    1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11,
-    11: 18, 12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3,
-}
+SYNTHIA_ID_TO_TRAIN19: dict[int, int] = {1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11,
+                                          11: 18, 12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3}
 """SYNTHIA-RAND-CITYSCAPES label id -> 19-class train id (ids 0, 13, 14, 22 are ignored).
 
 Source: the authors' ``synthia_Dataset.py`` id map (official-code-facts §6.3).
@@ -158,9 +156,7 @@ SYNTHIA_16 = ClassSet("synthia16", (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 1
 NTHU_13 = ClassSet("nthu13", (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18))
 MINICITY_10 = ClassSet("minicity10", (0, 1, 2, 4, 5, 7, 8, 10, 11, 13))
 
-CLASS_SETS: dict[str, ClassSet] = {
-    cs.name: cs for cs in (CITYSCAPES_19, SYNTHIA_16, NTHU_13, MINICITY_10)
-}
+CLASS_SETS: dict[str, ClassSet] = {cs.name: cs for cs in (CITYSCAPES_19, SYNTHIA_16, NTHU_13, MINICITY_10)}
 """All class sets by name."""
 
 MIOU_STAR_13_OF_16: tuple[int, ...] = (0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)

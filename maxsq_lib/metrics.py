@@ -156,15 +156,11 @@ def fw_iou(conf: Tensor | np.ndarray) -> float:
 
 def miou_star_13(conf: Tensor | np.ndarray) -> float:
     """mIoU* over 13 of the 16 SYNTHIA classes (wall, fence, pole dropped); ``conf`` must be 16×16."""
-    _require_synthia16(conf)
-    return miou(conf, MIOU_STAR_13_OF_16)
-
-
-def _require_synthia16(conf: Tensor | np.ndarray) -> None:
     shape = tuple(torch.as_tensor(conf).shape)
     if shape != (SYNTHIA_16.num_classes,) * 2:
         raise ValueError("conf: the SYNTHIA metrics need a 16x16 confusion matrix "
                          f"(synthia16 class order), got {shape}")
+    return miou(conf, MIOU_STAR_13_OF_16)
 
 
 def _json_float(x: float) -> float | None:
@@ -187,14 +183,10 @@ def summarize(conf: Tensor | np.ndarray, class_set: ClassSet | int | str) -> dic
         raise ValueError(
             f"conf is {m.shape[0]}x{m.shape[0]} but class set {cs.name!r} has {cs.num_classes} classes")
     iou = per_class_iou(m).tolist()
-    out = {
-        "miou": _json_float(miou(m)),
-        "pixel_accuracy": _json_float(pixel_accuracy(m)),
-        "mean_pixel_accuracy": _json_float(mean_pixel_accuracy(m)),
-        "fw_iou": _json_float(fw_iou(m)),
-        "num_pixels": int(m.sum()),
-        "per_class_iou": {name: _json_float(v) for name, v in zip(cs.class_names, iou)},
-    }
+    out = {"miou": _json_float(miou(m)), "pixel_accuracy": _json_float(pixel_accuracy(m)),
+           "mean_pixel_accuracy": _json_float(mean_pixel_accuracy(m)), "fw_iou": _json_float(fw_iou(m)),
+           "num_pixels": int(m.sum()),
+           "per_class_iou": {name: _json_float(v) for name, v in zip(cs.class_names, iou)}}
     if cs.name == SYNTHIA_16.name:
         out["miou_star13"] = _json_float(miou_star_13(m))
     return out

@@ -661,9 +661,8 @@ class NTHU(SegmentationDataset):
 
     def sample_from_entry(self, entry: str, line_no: int) -> Sample:
         if self.labelled:
-            return Sample(entry, self._image_path("Test", entry),
-                          self.dataset_dir / "Labels" / "Test" / f"{entry}_eval.png", self.list_file, line_no,
-                          entry)
+            label = self.dataset_dir / "Labels" / "Test" / f"{entry}_eval.png"
+            return Sample(entry, self._image_path("Test", entry), label, self.list_file, line_no, entry)
         return Sample(entry, self._image_path("Train", entry), None, self.list_file, line_no, entry)
 
     def disk_pairs(self):

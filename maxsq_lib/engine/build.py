@@ -89,13 +89,10 @@ def build_dataset(cfg: C.RunConfig, role: str):
         "source_val": (d.source, d.source_val_split, d.source_size, False),
     }[role]
     offset = {"source": 1, "target": 2}.get(role, 0)
-    kwargs = dict(root=d.root, split=split, size=tuple(size), num_classes=d.num_classes,
-                  augment=augment, blur_p=0.5 if d.blur else 0.0, seed=cfg.seed * 1000 + offset)
-    if name == "nthu":
-        kwargs["city"] = d.city
-    if role == "val" and cfg.eval.full_resolution_labels:
-        kwargs["full_resolution_labels"] = True
-    return get_dataset(name, **kwargs)
+    return get_dataset(name, root=d.root, split=split, size=tuple(size), num_classes=d.num_classes,
+                       augment=augment, blur_p=0.5 if d.blur else 0.0, seed=cfg.seed * 1000 + offset,
+                       full_resolution_labels=role == "val" and cfg.eval.full_resolution_labels,
+                       city=d.city if name == "nthu" else None)
 
 
 def build_model(cfg: C.RunConfig) -> torch.nn.Module:
@@ -119,10 +116,10 @@ def eval_subsets(cfg: C.RunConfig, val_ds) -> dict[str, set[str]] | None:
     names = {s.name for s in val_ds.samples}
     out = {}
     for split in cfg.eval.subsets:
-        kwargs = dict(root=cfg.data.root, split=split, num_classes=cfg.data.num_classes, check_files=False)
-        if cfg.data.target == "nthu":
-            kwargs["city"] = cfg.data.city
-        members = {s.name for s in get_dataset(cfg.data.target, **kwargs).samples}
+        listed = get_dataset(cfg.data.target, root=cfg.data.root, split=split,
+                             num_classes=cfg.data.num_classes, check_files=False,
+                             city=cfg.data.city if cfg.data.target == "nthu" else None)
+        members = {s.name for s in listed.samples}
         outside = sorted(members - names)
         if outside:
             raise DatasetError(f"eval.subsets: the {split!r} list names items that are not in the "

@@ -83,9 +83,7 @@ def normalized_entropy(probs: Tensor) -> Tensor:
     Shape:
         (B, C, H, W) -> (B, H, W) in [0, 1].
     """
-    c = probs.shape[1]
-    ent = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1)
-    return ent / math.log(c)
+    return -(probs * probs.clamp_min(1e-12).log()).sum(dim=1) / math.log(probs.shape[1])
 
 
 @dataclass
@@ -131,18 +129,15 @@ class EvalResult:
 
 
 def _collate_eval(batch):
-    images = torch.stack([b[0] for b in batch])
-    labels = [b[1] for b in batch]
-    names = [b[2] for b in batch]
-    return images, labels, names
+    images, labels, names = zip(*batch)
+    return torch.stack(images), list(labels), list(names)
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *,
              device: torch.device | str = "cpu", flip: bool = False, batch_size: int = 1,
-             limit: int | None = None, workers: int = 0, amp: str = "none",
-             channels_last: bool = False, dist: DistInfo | None = None,
-             progress: bool = True, desc: str = "eval",
+             limit: int | None = None, workers: int = 0, amp: str = "none", channels_last: bool = False,
+             dist: DistInfo | None = None, progress: bool = True, desc: str = "eval",
              subsets: Mapping[str, Collection[str]] | None = None, probe=None) -> EvalResult:
     """Evaluate the main head on a whole split.
 
@@ -212,21 +207,15 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         entropy_sum += ent.sum(dtype=torch.float64)
         pixel_count += ent.numel()
     model.train(was_training)
-    conf = all_reduce_sum(_matrix(accumulator).clone(), dist)
+    conf = all_reduce_sum(accumulator.matrix, dist)
     totals = all_reduce_sum(torch.stack([entropy_sum, pixel_count]), dist)
-    if hasattr(accumulator, "check"):
-        accumulator.check()
     mean_entropy = float(totals[0] / totals[1]) if float(totals[1]) > 0 else float("nan")
     extra = {} if probe is None else {"probe": probe.result()}
     if parts:
         extra["subsets"] = {}
         for name, (_members, part, count) in parts.items():
-            sub = all_reduce_sum(_matrix(part).clone(), dist).cpu()
+            sub = all_reduce_sum(part.matrix, dist).cpu()
             images = int(all_reduce_sum(torch.tensor([count[0]], device=device), dist)[0])
             extra["subsets"][name] = {**metrics.summarize(sub, cs), "images": images}
     return EvalResult(conf.cpu(), metrics.summarize(conf.cpu(), cs), mean_entropy, n, flip,
                       "full" if full_res else "resized", extra)
-
-
-def _matrix(accumulator) -> Tensor:
-    return accumulator.matrix if hasattr(accumulator, "matrix") else accumulator.value

@@ -47,10 +47,8 @@ class AdaptationProbe:
                 bool((self.edges.diff() <= 0).any()):
             raise ValueError(f"bins: expected increasing edges from 0 to 1, got {list(bins)}")
         k = len(bins) - 1
-        self.pixels = torch.zeros(k, dtype=torch.float64)
-        self.labelled = torch.zeros(k, dtype=torch.float64)
-        self.correct = torch.zeros(k, dtype=torch.float64)
-        self.gradient = torch.zeros(k, dtype=torch.float64)
+        self.pixels, self.labelled, self.correct, self.gradient = (torch.zeros(k, dtype=torch.float64)
+                                                                   for _ in range(4))
         self.pseudo = torch.zeros(4, dtype=torch.float64)  # pixels, kept, kept labelled, kept right
         self.images = 0
 

@@ -77,13 +77,8 @@ def config_mismatches(saved: dict, wanted: dict, stage: str) -> list[str]:
     """
     keys = _SOURCE_KEYS if stage == "source" else _ADAPT_KEYS
     a, b = _flatten(saved), _flatten(wanted)
-    skip = set(_NOT_COMPARED)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if key in skip or not key.startswith(keys) or a.get(key) == b.get(key):
-            continue
-        out.append(f"{key}: {a.get(key)!r} there, {b.get(key)!r} now")
-    return out
+    return [f"{key}: {a.get(key)!r} there, {b.get(key)!r} now" for key in sorted(set(a) | set(b))
+            if key not in _NOT_COMPARED and key.startswith(keys) and a.get(key) != b.get(key)]
 
 
 def check_reusable(run_dir: str | os.PathLike, wanted: dict, stage: str) -> None:
@@ -142,10 +137,5 @@ def find_runs(runs_root: str | os.PathLike, profile: str, benchmark: str | None 
     """Metrics of every finished run under ``<runs_root>/<profile>/[<benchmark>/]``, sorted."""
     base = Path(runs_root) / profile
     pattern = f"{benchmark}/*/seed*" if benchmark else "*/*/seed*"
-    out = []
-    for run_dir in sorted(base.glob(pattern)):
-        if is_finished(run_dir):
-            m = read_metrics(run_dir)
-            m["run_dir"] = str(run_dir)
-            out.append(m)
-    return out
+    return [{**read_metrics(run_dir), "run_dir": str(run_dir)} for run_dir in sorted(base.glob(pattern))
+            if is_finished(run_dir)]

@@ -34,13 +34,13 @@ from ..models import unwrap_model
 from ..optim import set_poly_lr
 from . import distributed as distm
 from .build import (build_dataset, build_model, build_optimizer_for, eval_subsets, peak_rss_mb, provenance,
-                    resolve_device, run_dir_for, seed_everything)
+                    resolve_device, run_dir_for, seed_everything, start_file)
 from .evaluation import EvalResult, evaluate
 from .precision import autocast, resolve_amp
 from .probe import AdaptationProbe
 from .runlock import run_lock
 from .runs import (FINISHED_MARKER, RunExistsError, check_reusable, config_mismatches, is_finished,
-                   read_metrics, run_name, source_run_dir, write_json_atomic)
+                   read_metrics, run_name, write_json_atomic)
 from .sampling import StreamBatchSampler, StreamDataset
 from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config, make_strategy
 
@@ -54,12 +54,11 @@ class MissingInputError(FileNotFoundError):
 
 
 def _stream_loader(dataset, cfg, batch_size: int, start: int, stop: int, dist):
-    stream = StreamDataset(dataset, seed=dataset.seed)
     sampler = StreamBatchSampler(batch_size, start, stop, dist.rank, dist.world)
     workers = cfg.data.workers
-    return DataLoader(stream, batch_sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+    return DataLoader(StreamDataset(dataset, seed=dataset.seed), batch_sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      prefetch_factor=4 if workers else None)
 
 
 def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
@@ -112,8 +111,7 @@ def matched_lambda(model, target_dataset, cfg, device) -> dict:
     g_this = float(sum(logit_gradient_norm(this, m, x) for m, x in pairs) / len(pairs))
     g_ref = float(sum(logit_gradient_norm(ref, m, x) for m, x in pairs) / len(pairs))
     return {"lambda_target": reference_lambda * g_ref / g_this, "reference": a.match_gradient_to,
-            "reference_lambda": reference_lambda, "gradient_norm": g_this,
-            "reference_gradient_norm": g_ref}
+            "reference_lambda": reference_lambda, "gradient_norm": g_this, "reference_gradient_norm": g_ref}
 
 
 # ----------------------------------------------------------------------------------- the loop
@@ -181,8 +179,7 @@ def train(cfg: config_mod.RunConfig, stage: str, *, resume: bool = False, overwr
 
 
 def _prepare_run_dir(run_dir: Path, cfg, stage: str, resume: bool, overwrite: bool, dist) -> None:
-    finished = (run_dir / FINISHED_MARKER).is_file()
-    if finished and not overwrite:
+    if (run_dir / FINISHED_MARKER).is_file() and not overwrite:
         raise RunExistsError(f"{run_dir} already holds a finished run; pass --overwrite to "
                              f"replace its outputs (or use another --runs folder or --tag)")
     if (run_dir / "last.pt").is_file() and not resume and not overwrite:
@@ -266,8 +263,7 @@ class _Run:
         from .adabn import reestimate_batchnorm
 
         return reestimate_batchnorm(model, dataset, self.cfg.adapt.target_batch_size, self.device,
-                                    progress=progress, amp=self.cfg.amp,
-                                    channels_last=self.cfg.channels_last)
+                                    progress=progress, amp=self.cfg.amp, channels_last=self.cfg.channels_last)
 
     def evaluate(self, desc: str, probe: bool = False, **kw) -> EvalResult:
         """Score the model on target val (``probe``: also measure what the target loss does,
@@ -310,9 +306,9 @@ def _train_locked(cfg, stage, device, dist, run_dir, resume, overwrite, progress
     if resume and (run_dir / "last.pt").is_file():
         _resume(run)
     if dist.enabled:
-        run.train_model = torch.nn.parallel.DistributedDataParallel(
-            run.model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+        device_ids = [device.index] if device.type == "cuda" else None
+        run.train_model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
+                                                                    find_unused_parameters=True)
     plan = run.plan
     source_loader = _stream_loader(source_ds, cfg, plan.batch_size, run.start, plan.iterations, dist)
     target_iter = None if target_ds is None else iter(
@@ -333,11 +329,8 @@ def _train_locked(cfg, stage, device, dist, run_dir, resume, overwrite, progress
 def _finish_adabn(run: _Run, target_ds, progress: bool) -> dict:
     """The ``adabn`` control: BatchNorm statistics from the target train images (not augmented),
     no gradient step; recorded as a run of 0 iterations."""
-    from .adabn import statistics_images
-
     t0 = time.perf_counter()
-    target_ds.augment = False
-    seen = run.reestimate_batchnorm(run.model, statistics_images(target_ds, run.cfg.eval.bn_images),
+    seen = run.reestimate_batchnorm(run.model, _statistics_images(target_ds, run.cfg),
                                     progress=progress and run.dist.is_main)
     run.log(f"adabn: BatchNorm statistics re-estimated on {seen} target train images")
     run.plan = dataclasses.replace(run.plan, iterations=0)
@@ -364,19 +357,23 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
     # before the optimizer and DDP, which both record the parameters that need gradients
     _set_train_mode(model, bn_mode)
     optimizer = build_optimizer_for(model, plan.optim)
-    eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit,
-                       amp=cfg.amp, channels_last=cfg.channels_last, dist=dist, progress=progress,
+    eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit, amp=cfg.amp,
+                       channels_last=cfg.channels_last, dist=dist, progress=progress,
                        subsets=eval_subsets(cfg, val_ds))
     run = _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
                init_note, lambda_info, bn_mode, train_model=model)
     if stage == "adapt" and cfg.eval.bn_statistics == "target" and cfg.adapt.method != "adabn":
         # adabn's own step is the re-estimate; its `before` stays the source model as trained
-        from .adabn import statistics_images
-
-        plain = build_dataset(cfg, "target")
-        plain.augment = False
-        run.bn_target_ds = statistics_images(plain, cfg.eval.bn_images)
+        run.bn_target_ds = _statistics_images(build_dataset(cfg, "target"), cfg)
     return run
+
+
+def _statistics_images(target_ds, cfg):
+    """The target train images (not augmented) that BatchNorm statistics are re-estimated on."""
+    from .adabn import statistics_images
+
+    target_ds.augment = False
+    return statistics_images(target_ds, cfg.eval.bn_images)
 
 
 def _resume(run: _Run) -> None:
@@ -395,13 +392,11 @@ def _resume(run: _Run) -> None:
 def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
     """The iterations from ``run.start``; returns the training seconds (resumed runs included)."""
     cfg, plan, optimizer = run.cfg, run.plan, run.optimizer
-    eval_every = (cfg.eval.source_every if run.stage == "source" and cfg.eval.source_every
-                  else cfg.eval.every)
+    eval_every = cfg.eval.source_every if run.stage == "source" and cfg.eval.source_every else cfg.eval.every
     _set_train_mode(run.train_model, run.bn_mode)
     sums = _RunningSums(run.device)
     t0 = time.perf_counter()
-    bar = tqdm(total=plan.iterations, initial=run.start,
-               desc=f"{run_name(cfg, run.stage)} seed{cfg.seed}",
+    bar = tqdm(total=plan.iterations, initial=run.start, desc=f"{run_name(cfg, run.stage)} seed{cfg.seed}",
                disable=not progress or not run.dist.is_main, dynamic_ncols=True)
     it = run.start
     for images, labels, _names in source_loader:
@@ -455,19 +450,15 @@ def _evaluate_during(run: _Run, sums: "_RunningSums", it: int) -> None:
     if run.best is None or entry[key] > run.best[key]:
         run.best = {**entry, "criterion": key}
         if run.dist.is_main:
-            _check_finite_before_save(sums, run.model, run.run_dir, it, run.saved_at)
-            ckpt.save_checkpoint(run.run_dir / "best.pt", model=unwrap_model(run.model), step=it,
-                                 config=run.cfg.to_dict())
+            _save_checked(run, sums, it, "best.pt")
 
 
 def _save_last(run: _Run, sums: "_RunningSums", it: int, elapsed: float) -> None:
     if run.dist.is_main:
-        _check_finite_before_save(sums, run.model, run.run_dir, it, run.saved_at)
-        ckpt.save_checkpoint(run.run_dir / "last.pt", model=unwrap_model(run.model),
-                             optimizer=run.optimizer, step=it, config=run.cfg.to_dict(),
-                             extra={"history": run.history, "train_log": run.train_log,
-                                    "best": run.best, "before": run.before, "elapsed": elapsed,
-                                    "loop_eval_seconds": run.loop_eval_seconds})
+        _save_checked(run, sums, it, "last.pt", optimizer=run.optimizer,
+                      extra={"history": run.history, "train_log": run.train_log, "best": run.best,
+                             "before": run.before, "elapsed": elapsed,
+                             "loop_eval_seconds": run.loop_eval_seconds})
         run.saved_at = it
     distm.barrier(run.dist)
 
@@ -484,16 +475,14 @@ def _finish(run: _Run, train_seconds: float) -> dict:
                     "criterion": best_criterion(cfg.data.num_classes)}
     metrics = {
         "stage": stage, "run": run_name(cfg, stage), "method": cfg.adapt.method if stage == "adapt" else "source",
-        "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed,
-        "class_set": run.class_set.name, "class_names": list(run.class_set.class_names),
-        "iterations": plan.iterations, "lambda_target": plan.lambda_target,
-        "lambda_matching": run.lambda_info, "bn_mode": run.bn_mode, "precision": run.precision,
-        "init": run.init_note, "before": run.before,
+        "profile": cfg.profile, "benchmark": cfg.benchmark, "seed": cfg.seed, "class_set": run.class_set.name,
+        "class_names": list(run.class_set.class_names), "iterations": plan.iterations,
+        "lambda_target": plan.lambda_target, "lambda_matching": run.lambda_info, "bn_mode": run.bn_mode,
+        "precision": run.precision, "init": run.init_note, "before": run.before,
         "last": {"iteration": plan.iterations, **_brief(final), "confusion": final.confusion.tolist()},
         "best_on_target_val": run.best,
         "label_free_choice": min(history, key=lambda e: e["mean_entropy"]) if history else None,
-        "history": history, "train_log": run.train_log,
-    }
+        "history": history, "train_log": run.train_log}
     if cfg.eval.flip:
         flipped = run.evaluate("final eval (flip)", flip=True)
         metrics["last_flip"] = {"iteration": plan.iterations, **_brief(flipped)}
@@ -524,22 +513,18 @@ def _finish(run: _Run, train_seconds: float) -> dict:
 
 
 def _initialise(model, cfg, stage) -> str:
+    path = start_file(cfg, stage)
+    if path is None:
+        return "initialised from scratch (N(0, 0.01) convolutions, as the authors' heads)"
     if stage == "source":
-        init = cfg.source.init_checkpoint
-        if not init:
-            return "initialised from scratch (N(0, 0.01) convolutions, as the authors' heads)"
-        path = Path(init)
         if not path.is_file():
-            raise MissingInputError(
-                f"initialisation checkpoint not found: {path}\n"
-                f"Place the DeepLab init file there (see README: pretrained_model/), or set "
-                f"source.init_checkpoint: null to train from scratch.")
+            raise MissingInputError(f"initialisation checkpoint not found: {path}\nPlace the DeepLab init "
+                                    f"file there (see README: pretrained_model/), or set "
+                                    f"source.init_checkpoint: null to train from scratch.")
         return "initialised: " + ckpt.load_weights(model, path, purpose="init").note
-    source = cfg.adapt.source_checkpoint
-    path = Path(source) if source else source_run_dir(cfg) / "final.pt"
     if not path.is_file():
-        hint = ("" if source else f"\nRun source pretraining first: maxsq train-source --profile "
-                f"{cfg.profile} --benchmark {cfg.benchmark} --seed {cfg.seed}")
+        hint = ("" if cfg.adapt.source_checkpoint else f"\nRun source pretraining first: maxsq train-source "
+                f"--profile {cfg.profile} --benchmark {cfg.benchmark} --seed {cfg.seed}")
         raise MissingInputError(f"source checkpoint not found: {path}{hint}")
     return ckpt.load_weights(model, path, purpose="start").note
 
@@ -591,15 +576,15 @@ def _diverged(run_dir: Path, since: int, it: int, saved_at: int | None):
                            f"and {it}; training stopped. {good}")
 
 
-def _check_finite_before_save(sums: "_RunningSums", model, run_dir: Path, it: int,
-                              saved_at: int | None) -> None:
-    """Stop before a save when any loss since the last check, or any weight, is not finite, so
-    that no non-finite model is ever written (one host sync per save, none per iteration)."""
-    weights_finite = torch.stack([p.detach().isfinite().all()
-                                  for p in unwrap_model(model).parameters()]).all()
-    if not bool(sums.finite & weights_finite):
-        _diverged(run_dir, sums.checked, it, saved_at)
+def _save_checked(run: _Run, sums: "_RunningSums", it: int, name: str, **state) -> None:
+    """Save ``name`` in the run folder; stop before it when any loss since the last check, or any
+    weight, is not finite, so that no non-finite model is ever written (one host sync per save, none
+    per iteration)."""
+    model = unwrap_model(run.model)
+    if not bool(sums.finite & torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()):
+        _diverged(run.run_dir, sums.checked, it, run.saved_at)
     sums.checked = it
+    ckpt.save_checkpoint(run.run_dir / name, model=model, step=it, config=run.cfg.to_dict(), **state)
 
 
 class _RunningSums:
@@ -618,24 +603,21 @@ class _RunningSums:
         self.count += 1
 
     def flush(self, iteration: int, lr: float) -> dict:
-        record = {"iteration": iteration, "since": self.since, "lr": lr,
-                  "finite": bool(self.finite)}
-        for key, value in self.sums.items():
-            record[key] = float(value) / max(1, self.count)
+        record = {"iteration": iteration, "since": self.since, "lr": lr, "finite": bool(self.finite),
+                  **{key: float(value) / max(1, self.count) for key, value in self.sums.items()}}
         self.sums, self.count, self.since = {}, 0, iteration
         return record
 
 
 def _brief(result: EvalResult) -> dict:
-    return {"miou": result.miou, "pixel_accuracy": result.summary.get("pixel_accuracy"),
-            "per_class_iou": result.summary["per_class_iou"], "mean_entropy": result.mean_entropy,
-            "flip": result.flip, "label_resolution": result.label_resolution,
-            "images": result.images,
-            **({"miou_star13": result.summary["miou_star13"]} if "miou_star13" in result.summary else {}),
-            **({"subsets": {name: {"miou": s["miou"], "per_class_iou": s["per_class_iou"],
-                                   "images": s["images"]} for name, s in result.extra["subsets"].items()}}
-               if "subsets" in result.extra else {}),
-            **({"probe": result.extra["probe"]} if "probe" in result.extra else {})}
+    summary, extra = result.summary, result.extra
+    return {"miou": result.miou, "pixel_accuracy": summary.get("pixel_accuracy"),
+            "per_class_iou": summary["per_class_iou"], "mean_entropy": result.mean_entropy,
+            "flip": result.flip, "label_resolution": result.label_resolution, "images": result.images,
+            **({"miou_star13": summary["miou_star13"]} if "miou_star13" in summary else {}),
+            **({"subsets": {name: {key: s[key] for key in ("miou", "per_class_iou", "images")}
+                            for name, s in extra["subsets"].items()}} if "subsets" in extra else {}),
+            **({"probe": extra["probe"]} if "probe" in extra else {})}
 
 
 class _Logger:
