@@ -551,7 +551,7 @@ def _cmd_course(args, argv: list[str]) -> int:
 
 def _cmd_figures(args) -> int:
     from .course.runner import default_figures_dir
-    from .course.figures import regenerate
+    from .course.plots import regenerate
 
     out = at_root(args.out or default_figures_dir(args.profile, args.runs))
     written = regenerate(runs_root=at_root(args.runs), profile=args.profile, data_root=args.data_root,

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from maxsq_lib.course import analysis as A
+from maxsq_lib.course.plots import gradients as G
 from maxsq_lib import losses as L
 
 POINTS = np.array([0.05, 0.3, 0.5, 0.6, 0.8, 0.95, 0.99, 0.999])
@@ -275,19 +276,19 @@ def test_plot_helpers_build_figures():
     import matplotlib.pyplot as plt
 
     grid = np.linspace(0.51, 0.99, 25)
-    fig = A.plot_gradient_curves(A.binary_gradient_curves(grid), A.multiclass_gradient_curves(grid, 10))
+    fig = G.curves(A.binary_gradient_curves(grid), A.multiclass_gradient_curves(grid, 10))
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 4
     plt.close(fig)
     z = _gaussian_logits(5, scale=4.0, shape=(1, 10, 6, 8)).float()
-    fig = A.plot_gradient_shares(A.gradient_shares(z), class_names=[f"c{i}" for i in range(10)])
+    fig = G.shares(A.gradient_shares(z), class_names=[f"c{i}" for i in range(10)])
     assert len(fig.axes) == 4
     plt.close(fig)
     images = np.zeros((2, 6, 8, 3), dtype=np.uint8)
-    fig = A.plot_iw_weight_maps(images, z.argmax(1).numpy().repeat(2, 0), A.iw_weight_maps(z).repeat(2, 0), 10)
+    fig = G.iw_weights(images, z.argmax(1).numpy().repeat(2, 0), A.iw_weight_maps(z).repeat(2, 0), 10)
     assert len(fig.axes) == 7  # 2 rows x 3 panels + colour bar
     plt.close(fig)
     with pytest.raises(ValueError, match="same non-zero count"):
-        A.plot_iw_weight_maps(images, z.argmax(1).numpy(), A.iw_weight_maps(z), 10)
+        G.iw_weights(images, z.argmax(1).numpy(), A.iw_weight_maps(z), 10)
 
 
 def test_dose_at_start_is_the_ratio_of_parameter_gradient_norms():

@@ -24,8 +24,8 @@ from test_data import (
 
 from maxsq_prep.lists import write_cityscapes_lists, write_gta5_lists, write_nthu_lists, write_synthia_lists
 from maxsq_lib.data import GTA5, NTHU, SYNTHIA, Cityscapes, DatasetError, check_dataset
-from maxsq_lib.course.stats import (class_counts, class_frequencies, class_frequency_figure,
-                                    sample_grid)
+from maxsq_lib.course.plots.data import class_frequency_figure, sample_grid
+from maxsq_lib.course.stats import class_counts, class_frequencies
 from maxsq_lib.labels import CITYSCAPES_19, MINICITY_10
 from maxsq_lib.course.style import save_figure
 

@@ -1,4 +1,5 @@
-"""``maxsq figures``: every course figure and results.md from a fabricated runs tree.
+"""``maxsq figures``: every course figure and results.md from a fabricated runs tree, the registry
+of figures, and the records read back from ``results.json``.
 
 The fixture runs are well-formed ``metrics.json`` files with known numbers, so the tests check
 what the figures and the text say (bar heights, heatmap cells, formatted means), that the same runs
@@ -7,16 +8,21 @@ give identical bytes, and that missing evidence skips a figure with a note inste
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from maxsq_lib.course import figures as F
+from maxsq_lib.config import LOSS_METHODS
+from maxsq_lib.course import plots
+from maxsq_lib.course import results as R
+from maxsq_lib.course.analysis import binary_gradient_curves
 from maxsq_lib.labels import MINICITY_10, NTHU_13
 
 PROFILE = "smoke"  # a real profile, so the data/checkpoint figures resolve a config and then skip
@@ -141,9 +147,9 @@ def full_outputs(tmp_path_factory):
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     no_data = str(base / "no-data")
-    written_1 = F.regenerate(runs_root=runs, profile=PROFILE, data_root=no_data, out_dir=out)
+    written_1 = plots.regenerate(runs_root=runs, profile=PROFILE, data_root=no_data, out_dir=out)
     hashes_1 = _hashes(out)
-    written_2 = F.regenerate(runs_root=runs, profile=PROFILE, data_root=no_data, out_dir=out)
+    written_2 = plots.regenerate(runs_root=runs, profile=PROFILE, data_root=no_data, out_dir=out)
     return runs, out, (written_1, hashes_1), (written_2, _hashes(out))
 
 
@@ -185,7 +191,7 @@ def test_results_md_quotes_the_runs(full_outputs):
     assert "| MaxSquare | 44.3 | +7.4 | 45.5 ± 0.7 | +5.0 ± 0.0 |" in text  # beside the paper
     assert "| Rome | 51.0 | 53.9 | 54.5 |" in text and "Chen, Xue, Cai, ICCV 2019" in text
     for name in RUN_FIGURES:
-        assert f"- `{name}`: {F.FIGURES[name]}" in text
+        assert f"- `{name}`: {plots.FIGURES[name]}" in text
     for name in DATA_FIGURES:
         assert f"- `{name}`: skipped (no data under" in text
 
@@ -207,11 +213,11 @@ def test_evidence_is_computed_from_the_numbers(full_outputs):
 
 def test_gradient_shares_during_adaptation_draw_the_probe_records(tmp_path):
     runs = build_runs(tmp_path / "runs", seeds=(0,), extras=True)
-    course = F.load_course_runs(runs, PROFILE)
-    table, metrics = course.tables["minicity"], course.by_benchmark["minicity"]
-    assert F._run_at(table, "minent", "table") == "minent" and F._run_at(table, "minent", 0.3) == "minent-lambda0.3"
-    assert F._run_at(table, "minent", 7.0) is None
-    fig = F.gradient_shares_during_figure(metrics, table, 0, lambdas=("table", 0.3))
+    study = R.load_study(runs, PROFILE)
+    table, metrics = study.tables["minicity"], study.records["minicity"]
+    assert R.run_at(table, "minent", "table") == "minent" and R.run_at(table, "minent", 0.3) == "minent-lambda0.3"
+    assert R.run_at(table, "minent", 7.0) is None
+    fig = plots.gradients.gradient_shares_during(metrics, table, 0, lambdas=("table", 0.3))
     first = fig.axes[0]  # MinEnt at the table's λ: the stacked bands end at the cumulative gradient shares
     assert first.get_title() == "MinEnt, λ_T 0.1"
     # dashed lines: cumulative pixel shares at iterations 0, 50, 100 (bin 0: 0.4 - 0.2 t)
@@ -221,31 +227,31 @@ def test_gradient_shares_during_adaptation_draw_the_probe_records(tmp_path):
     # the λ 0.3 column has a run; maxsquare_iw has no 0.3 run in the fixture: "no run"
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert texts.count("no run at λ_T 0.3") == 2  # maxsquare_iw and maxsquare_iw_multi at λ 0.3
-    F.plt.close(fig)
+    plt.close(fig)
     # a λ no method was run at gets no column
-    fig = F.gradient_shares_during_figure(metrics, table, 0, lambdas=("table", 7.0))
+    fig = plots.gradients.gradient_shares_during(metrics, table, 0, lambdas=("table", 7.0))
     assert len(fig.axes) == 4 and not [t for ax in fig.axes for t in ax.texts]
-    F.plt.close(fig)
+    plt.close(fig)
 
 
 def test_pseudo_label_figure_plots_kept_fraction_and_precision(tmp_path):
     runs = build_runs(tmp_path / "runs", seeds=(0,), extras=True)
-    course = F.load_course_runs(runs, PROFILE)
-    fig = F.pseudo_labels_figure(course.by_benchmark["minicity"], course.tables["minicity"], 0)
+    study = R.load_study(runs, PROFILE)
+    fig = plots.adaptation.pseudo_labels(study.records["minicity"], study.tables["minicity"], 0)
     kept, precision = fig.axes[0].get_lines()[0], fig.axes[1].get_lines()[0]
     assert np.allclose(kept.get_ydata(), [10, 20, 30]) and np.allclose(precision.get_ydata(), [90, 85, 80])
     assert np.allclose(fig.axes[1].get_lines()[1].get_ydata(), [80, 80, 80])  # dotted: pixel accuracy
-    F.plt.close(fig)
-    stripped = [{**m, "before": None, "history": []} for m in course.by_benchmark["minicity"]]
-    with pytest.raises(F.MissingEvidence, match="pseudo-label probe records"):
-        F.pseudo_labels_figure(stripped, course.tables["minicity"], 0)
-    with pytest.raises(F.MissingEvidence, match="has probe records"):
-        F.gradient_shares_during_figure(stripped, course.tables["minicity"], 0)
+    plt.close(fig)
+    stripped = [dataclasses.replace(r, before=None, history=()) for r in study.records["minicity"]]
+    with pytest.raises(plots.MissingEvidence, match="pseudo-label probe records"):
+        plots.adaptation.pseudo_labels(stripped, study.tables["minicity"], 0)
+    with pytest.raises(plots.MissingEvidence, match="has probe records"):
+        plots.gradients.gradient_shares_during(stripped, study.tables["minicity"], 0)
 
 
 def test_only_main_table_skips_the_rest(tmp_path):
     runs = build_runs(tmp_path / "runs", seeds=(0,), extras=False)
-    written = F.regenerate(runs_root=runs, profile=PROFILE, data_root=str(tmp_path / "nd"), out_dir=tmp_path / "f")
+    written = plots.regenerate(runs_root=runs, profile=PROFILE, data_root=str(tmp_path / "nd"), out_dir=tmp_path / "f")
     names = {p.name for p in written}
     skipped = {"lambda_sweep.png", "dose_curves.png", "bn_mode.png", "cross_city.png"}
     assert names == set(RUN_FIGURES) - skipped | {"results.md", "results.json"}
@@ -262,7 +268,7 @@ def test_cross_city_only_still_works(tmp_path):
     for folder in (runs / PROFILE / "minicity").iterdir():  # leave only the cross-city benchmarks
         for seed in folder.iterdir():
             (seed / "FINISHED").unlink()  # unfinished runs are not read
-    written = F.regenerate(runs_root=runs, profile=PROFILE, data_root=None, out_dir=tmp_path / "f")
+    written = plots.regenerate(runs_root=runs, profile=PROFILE, data_root=None, out_dir=tmp_path / "f")
     assert [p.name for p in written] == ["cross_city.png", "gradient_curves.png", "results.md", "results.json"]
     text = (tmp_path / "f" / "results.md").read_text()
     assert "- `results_minicity.png`: skipped (no main-table benchmark" in text
@@ -271,15 +277,15 @@ def test_cross_city_only_still_works(tmp_path):
 def test_empty_runs_folder_is_a_clear_error(tmp_path):
     (tmp_path / "runs" / PROFILE).mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"no finished runs under .*smoke.*metrics\.json"):
-        F.regenerate(runs_root=tmp_path / "runs", profile=PROFILE, out_dir=tmp_path / "f")
+        plots.regenerate(runs_root=tmp_path / "runs", profile=PROFILE, out_dir=tmp_path / "f")
     assert not (tmp_path / "f").exists()
 
 
 def test_results_figure_bars_are_the_means(full_outputs):
     runs, *_ = full_outputs
-    course = F.load_course_runs(runs, PROFILE)
-    assert course.main == "minicity" and list(course.cities) == ["Rome", "Rio", "Tokyo", "Taipei"]
-    fig = F.results_figure(course.tables["minicity"])
+    study = R.load_study(runs, PROFILE)
+    assert study.main == "minicity" and list(study.cities) == ["Rome", "Rio", "Tokyo", "Taipei"]
+    fig = plots.evaluation.main_results(study.tables["minicity"])
     left, right = fig.axes
     heights = [round(p.get_height(), 6) for p in left.patches]
     assert heights == [40.5, 41.5, 43.5, 45.5, 46.5, 47.5]  # source, none, minent, ..., multi
@@ -290,10 +296,10 @@ def test_results_figure_bars_are_the_means(full_outputs):
 
 def test_per_class_gain_heatmap_cells(full_outputs):
     runs, *_ = full_outputs
-    course = F.load_course_runs(runs, PROFILE)
-    fig = F.per_class_gain_figure(course.by_benchmark["minicity"])
+    study = R.load_study(runs, PROFILE)
+    fig = plots.evaluation.per_class_gain(study.records["minicity"])
     mesh = fig.axes[0].collections[0]  # seaborn's heatmap: one QuadMesh, a cell per value
-    rows = ("none",) + F.LOSS_METHODS  # without an adabn run, paired with each run's before
+    rows = ("none",) + LOSS_METHODS  # without an adabn run, paired with each run's before
     cells = np.ma.filled(mesh.get_array(), np.nan).reshape(len(rows), len(CLASSES))
     center = (len(CLASSES) - 1) / 2
     for row, method in enumerate(rows):
@@ -306,27 +312,96 @@ def test_per_class_gain_heatmap_cells(full_outputs):
 
 def test_cross_city_source_is_the_before_evaluation(full_outputs):
     runs, *_ = full_outputs
-    course = F.load_course_runs(runs, PROFILE)
-    values = F.cross_city_values({c: course.tables[b] for c, b in course.cities.items()})
+    study = R.load_study(runs, PROFILE)
+    values = R.cross_city_values({c: study.tables[b] for c, b in study.cities.items()})
     assert values["Rio"]["source"] == {0: pytest.approx(0.28)}
     assert values["Rio"]["maxsquare_iw"] == {0: pytest.approx(0.32)}
 
 
-@pytest.mark.parametrize("p", [0.6, 0.9, 0.99])
-def test_gradient_curves_match_the_analytic_derivatives(p):
-    g = F.binary_gradient_curves([p])
-    assert g["maxsquare_dp"][0] == pytest.approx(-(2 * p - 1), abs=1e-12)
-    assert g["entropy_dp"][0] == pytest.approx(math.log((1 - p) / p), abs=1e-12)
-    assert g["maxsquare_dz"][0] == pytest.approx(-(2 * p - 1) * p * (1 - p), abs=1e-12)
-    assert g["entropy_dz"][0] == pytest.approx(math.log((1 - p) / p) * p * (1 - p), abs=1e-12)
-
-
 def test_gradient_curves_at_0_9_and_shape():
-    g = F.binary_gradient_curves(np.array([0.5, 0.9]))
+    g = binary_gradient_curves(np.array([0.5, 0.9]))
     assert abs(g["maxsquare_dp"][1]) == pytest.approx(0.8) and abs(g["entropy_dp"][1]) == pytest.approx(math.log(9))
     assert g["entropy_dz"][0] == pytest.approx(0.0, abs=1e-12)  # no logit gradient at p = 0.5
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        F.binary_gradient_curves([1.0])
-    fig = F.gradient_curves_figure(np.linspace(0.55, 0.95, 5))
+    with pytest.raises(ValueError, match=r"open interval \(0, 1\)"):
+        binary_gradient_curves([1.0])
+    fig = plots.gradients.gradient_curves(np.linspace(0.55, 0.95, 5))
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), np.abs(np.log((1 - np.linspace(0.55, 0.95, 5))
                                                                               / np.linspace(0.55, 0.95, 5))))
+
+
+def test_every_figure_is_registered_once_in_results_md_order():
+    specs = plots.registered()
+    assert [s.name for s in specs] == list(plots.FIGURES) == RUN_FIGURES[:9] + [
+        "gradient_curves.png", "class_frequencies.png", "sample_grid.png", "qualitative.png", "gradient_map.png",
+        "reliability.png", "gradient_shares_during.png", "pseudo_labels.png"]
+    assert len({s.order for s in specs}) == len(specs)
+    # each is drawn by a function of its chapter's module, where it is registered
+    assert plots.REGISTRY["lambda_sweep.png"].draw is plots.adaptation.lambda_sweep
+    assert plots.REGISTRY["cross_city.png"].needs == ("tables_by_city",)
+    with pytest.raises(ValueError, match="unknown needs"):
+        plots.figure("x.png", "x", needs=("tabel",))
+    with pytest.raises(ValueError, match="registered twice"):
+        plots.figure("flip.png", "again")(lambda: None)
+
+
+def test_a_new_figure_registers_with_one_decorator(tmp_path):
+    runs = build_runs(tmp_path / "runs", seeds=(0,), extras=False)
+
+    @plots.figure("zz_seeds.png", "the seeds of the main table.", needs=("table", "benchmark"), order=99)
+    def seeds_figure(table, benchmark):
+        fig, ax = plt.subplots()
+        ax.set_title(f"{benchmark}: {sorted(table['maxsquare']['seeds'])}")
+        return fig
+
+    try:
+        written = plots.regenerate(runs_root=runs, profile=PROFILE, data_root=str(tmp_path / "nd"),
+                                   out_dir=tmp_path / "f")
+    finally:
+        del plots.REGISTRY["zz_seeds.png"]
+    assert [p.name for p in written][-3:] == ["zz_seeds.png", "results.md", "results.json"]
+    assert "- `zz_seeds.png`: the seeds of the main table." in (tmp_path / "f" / "results.md").read_text()
+
+
+def test_records_read_back_from_results_json(full_outputs):
+    runs, out, *_ = full_outputs
+    from_runs = R.load_study(runs, PROFILE)
+    from_json = R.load_committed_study(out / "results.json")
+    assert from_json.main == from_runs.main == "minicity" and from_json.cities == from_runs.cities
+    assert from_json.runs_root is None and from_runs.runs_root == runs
+    recorded = {(r.benchmark, r.run, r.seed): r for r in from_runs.all_records()}
+    read = {(r.benchmark, r.run, r.seed): r for r in from_json.all_records()}
+    assert read.keys() == recorded.keys()
+    for key, r in read.items():
+        assert r.reported_miou == pytest.approx(recorded[key].reported_miou, abs=1e-12)
+        assert (r.gain is None) == (recorded[key].gain is None)
+        assert r.gain is None or r.gain == pytest.approx(recorded[key].gain, abs=1e-12)
+        assert dict(r.reported_per_class) == pytest.approx(dict(recorded[key].reported_per_class), abs=1e-12)
+    ms = from_json.tables["minicity"]["maxsquare"]
+    assert ms["miou_mean"] == pytest.approx(0.455) and ms["gain_mean"] == pytest.approx(0.05)
+
+
+def test_the_committed_study_loads_as_records():
+    """figures/results.json: dev chooses, test reports, gains paired per seed (the file's own numbers)."""
+    path = Path(__file__).resolve().parents[1] / "figures" / "results.json"
+    data = json.loads(path.read_text())
+    study = R.load_committed_study(path)
+    assert study.main == "minicity" and list(study.cities) == ["Rome", "Rio", "Tokyo", "Taipei"]
+    rows = data["benchmarks"]["minicity"]["runs"]["maxsquare"]["seeds"]
+    ms = next(r for r in study.records["minicity"] if r.run == "maxsquare" and r.seed == 0)
+    assert ms.report["iteration"] == rows["0"]["iteration"]
+    assert 100 * ms.reported_miou == pytest.approx(rows["0"]["miou"])
+    table = study.tables["minicity"]["maxsquare"]["seeds"]
+    for seed, row in rows.items():
+        assert 100 * table[int(seed)]["report"]["gain_over_adabn"] == pytest.approx(row["gain_over_adabn"])
+        assert 100 * table[int(seed)]["report"]["gain_over_source"] == pytest.approx(row["gain_over_source"])
+
+
+def test_binary_curves_take_p_as_the_predicted_class():
+    """p is the probability of the class whose logit z is differentiated: above 0.5 it is the
+    predicted class, and raising its logit lowers both losses (negative gradients)."""
+    g = binary_gradient_curves(np.array([0.7, 0.9]))
+    assert (g["entropy_dz"] < 0).all() and (g["maxsquare_dz"] < 0).all()
+    fig = plots.gradients.gradient_curves(np.array([0.6, 0.9]))
+    assert fig.axes[0].get_xlabel() == "p, probability of the predicted class (binary)"
+    np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), np.abs(binary_gradient_curves([0.6, 0.9])["maxsquare_dz"]))
+    plt.close(fig)

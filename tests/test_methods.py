@@ -87,9 +87,9 @@ def test_a_registered_loss_reaches_the_cli_a_planned_job_training_and_a_legend(t
     logged = [r["target_loss"] for r in metrics["train_log"]]
     assert logged and all(-1.0 <= v < 0 for v in logged)  # minus a mean probability
 
-    from maxsq_lib.course.figures import training_curves_figure
-    from maxsq_lib.engine import find_runs
+    from maxsq_lib.course.plots.adaptation import training_curves
+    from maxsq_lib.course.results import load_records
 
-    fig = training_curves_figure(find_runs(runs, "smoke"), methods=("adabn", TOY))
+    fig = training_curves(load_records(runs, "smoke"), methods=("adabn", TOY))
     legend = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     assert "toy: −mean max p" in legend and methods.label("adabn") in legend

@@ -1,10 +1,14 @@
 """The reported numbers: the evaluation ``dev`` chooses, scored on ``test``, and the gains paired
-on the seed with the source model and with the ``adabn`` control (hand-computed values)."""
+on the seed with the source model and with the ``adabn`` control (hand-computed values); the
+records (:mod:`maxsq_lib.course.results`) and the tables laid out from them."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from maxsq_lib.course import results as R
 from maxsq_lib.course import tables as T
 
 CLASSES = ["road", "car"]
@@ -31,17 +35,17 @@ def _run(run: str, seed: int, evaluations: list[tuple[int, float, float]], stage
 
 def test_dev_chooses_and_test_reports():
     m = _run("maxsquare", 0, [(0, 0.40, 0.41), (100, 0.45, 0.30), (200, 0.45, 0.50), (300, 0.42, 0.44)])
-    choice = T.dev_choice(m)
+    choice = R.dev_choice(m)
     # dev ties at 100 and 200: the earlier one; its test value is reported, not the better 0.50
     assert choice["iteration"] == 100 and choice["miou"] == pytest.approx(0.30)
     assert choice["select_miou"] == pytest.approx(0.45) and choice["last_miou"] == pytest.approx(0.44)
     assert choice["per_class_iou"] == {"road": pytest.approx(0.40), "car": pytest.approx(0.20)}
     # the starting point can be chosen: adaptation that only hurts dev is not reported as a gain
     worse = _run("minent", 0, [(0, 0.40, 0.41), (100, 0.30, 0.60)])
-    assert T.dev_choice(worse)["iteration"] == 0 and T.dev_choice(worse)["miou"] == pytest.approx(0.41)
+    assert R.dev_choice(worse)["iteration"] == 0 and R.dev_choice(worse)["miou"] == pytest.approx(0.41)
     # no subsets: nothing to choose with
     plain = {**m, "last": {"iteration": 300, "miou": 0.4}}
-    assert T.dev_choice(plain) is None
+    assert R.dev_choice(plain) is None
 
 
 def test_source_and_adabn_report_their_result_and_gains_are_paired():
@@ -52,7 +56,7 @@ def test_source_and_adabn_report_their_result_and_gains_are_paired():
         # adabn: before = the source model with its own statistics, last = re-estimated (iteration 0)
         runs.append(_run("adabn", seed, [(0, 0.30, src), (0, 0.39, ada)]))
         runs.append(_run("maxsquare", seed, [(0, 0.39, ada), (500, 0.45, loss), (1000, 0.41, 0.1)]))
-    table = T.summarize_runs(runs)
+    table = R.summarize_runs(runs)
     assert table["adabn"]["seeds"][0]["report"]["miou"] == pytest.approx(0.40)
     ms = table["maxsquare"]
     assert [ms["seeds"][s]["report"]["iteration"] for s in (0, 1)] == [500, 500]
@@ -65,9 +69,30 @@ def test_source_and_adabn_report_their_result_and_gains_are_paired():
     text = T.markdown_tables("minicity", table)
     assert "| maxsquare | 0.1 | train | 43.0 | 37.0 | 40.0 ± 4.2 | +9.0 ± 5.7 | +1.0 ± 2.8 | 500, 500 |" in text
 
-    doc = T.results_json({"minicity": runs}, {"minicity": table}, "cpu")
+    doc = R.results_json(R.study_of(runs, "cpu"))
     bench = doc["benchmarks"]["minicity"]
     assert bench["splits"]["select"] == "dev" and bench["splits"]["report"] == "test"
     seed0 = bench["runs"]["maxsquare"]["seeds"]["0"]
     assert seed0["miou"] == pytest.approx(43.0) and seed0["iteration"] == 500
     assert seed0["gain_over_adabn"] == pytest.approx(3.0) and seed0["per_class"]["car"] == pytest.approx(33.0)
+
+
+def test_a_record_reports_what_the_rule_chooses():
+    m = _run("maxsquare", 0, [(0, 0.40, 0.41), (100, 0.45, 0.30), (200, 0.42, 0.44)])
+    r = R.record(m)
+    assert (r.benchmark, r.run, r.seed, r.method, r.stage) == ("minicity", "maxsquare", 0, "maxsquare", "adapt")
+    assert r.reported_miou == pytest.approx(0.30) and r.reported_last_miou == pytest.approx(0.44)
+    assert r.reported_per_class == {"road": pytest.approx(0.40), "car": pytest.approx(0.20)}
+    assert r.gain == pytest.approx(r.last["miou"] - r.before["miou"]) and r.config is None
+    plain = R.record({**m, "last": {"iteration": 200, "miou": 0.4, "per_class_iou": {"road": 0.5}}})
+    assert plain.report is None and plain.reported_miou == 0.4 and plain.reported_per_class == {"road": 0.5}
+    assert R.as_records([m, r])[1] is r and R.as_records([m])[0] == r
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.seed = 1
+
+
+def test_mean_std_is_the_one_statistic():
+    assert R.mean_std([0.1, None, float("nan"), 0.3]) == (pytest.approx(0.2), pytest.approx(0.1 * 2 ** 0.5))
+    assert R.mean_std([0.1]) == (pytest.approx(0.1), None) and R.mean_std([]) == (None, None)
+    exact = R.mean_std([0.1, 0.2, 0.4], exact=True)
+    assert exact == (pytest.approx(0.7 / 3), pytest.approx(R.std([0.1, 0.2, 0.4])))

@@ -8,11 +8,17 @@ module                 what it holds
 ``runner``             ``maxsq course``: training jobs, then the notebooks, then the figures
 ``plans``              the jobs of ``maxsq reproduce`` and the pool that runs them
 ``dryrun``             ``--dry-run``: what a command needs, what is present, what is missing
-``tables``             results tables of finished runs (``summary.md`` / ``summary.json``)
-``figures``            every course figure and ``results.md``, from ``runs/``; the paper's numbers
-``analysis``           gradient shares by confidence and class (notebook ``03``)
+``results``            results as records: one loader, the selection rule, the paired gains,
+                       ``results.json``
+``tables``             results tables as markdown (``summary.md`` / ``summary.json``)
+``evidence``           the text of ``results.md``
+``plots``              every course figure, one module per chapter topic, registered where it is
+                       defined; ``maxsq figures`` (``plots.regenerate``)
+``paper``              the paper's numbers
+``precision_study``    does the profile's precision change the study's conclusions?
+``analysis``           gradient curves, shares by confidence and class, IW weights, the dose
 ``explorer``           the widgets of notebook ``07``
-``stats``              class frequencies and sample grids (notebook ``01``)
+``stats``              class counts and frequencies (notebook ``01``)
 ``html_export``        the executed notebooks as HTML pages with an index (``maxsq course``)
 ``style``              the figure style and saving helper
 =====================  ======================================================================

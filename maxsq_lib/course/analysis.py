@@ -12,8 +12,12 @@ bounded. This module makes that argument checkable:
 - **measurements** (:func:`gradient_shares`): on real logits, how the total gradient norm is
   shared between confidence bins and predicted classes, for entropy, MaxSquare and MaxSquare+IW,
   with respect to the logits and to the probabilities, beside the share of pixels;
-- the **image-wise weights** as maps (:func:`iw_weight_maps`) and the figures of notebook
-  ``03_gradient_analysis``, which introduces every function here.
+- the **image-wise weights** as maps (:func:`iw_weight_maps`);
+- the **dose** of a target loss at the starting point (:func:`dose_at_start`) and the
+  **calibration** of predictions (:func:`calibration_bins`).
+
+Notebook ``03_gradient_analysis`` introduces the curves and shares; their figures are drawn by
+:mod:`maxsq_lib.course.plots.gradients`.
 
 Per-pixel losses used by the curves: ``H(p) = -Σ_c p_c log p_c`` (entropy) and
 ``S(p) = -½ Σ_c p_c²`` (MaxSquare); the library's batch losses are these divided by ``C·H·W`` (and
@@ -42,8 +46,8 @@ LOSS_LABELS: dict[str, str] = {"entropy": "entropy (MinEnt)", "maxsquare": "MaxS
                                "maxsquare_iw": "MaxSquare + IW"}
 """Display names of the losses in the figures."""
 
-_LOSS_COLOR_KEYS: dict[str, str] = {"entropy": "minent", "maxsquare": "maxsquare",
-                                    "maxsquare_iw": "maxsquare_iw"}
+LOSS_METHOD: dict[str, str] = {"entropy": "minent", "maxsquare": "maxsquare", "maxsquare_iw": "maxsquare_iw"}
+"""The method (:mod:`maxsq_lib.methods`) whose target loss each loss here is (its figure colour)."""
 
 _CURVE_KEYS: tuple[str, ...] = ("entropy_dp", "maxsquare_dp", "entropy_dz", "maxsquare_dz")
 
@@ -121,16 +125,19 @@ def _even_share_logits(p: Tensor, num_classes: int) -> Tensor:
     return torch.stack(rows).reshape(1, num_classes, 1, p.shape[0])
 
 
-def binary_gradient_curves(p: np.ndarray) -> dict[str, np.ndarray | int]:
+def binary_gradient_curves(p: np.ndarray | Sequence[float]) -> dict[str, np.ndarray | int]:
     """Per-pixel gradients of entropy and MaxSquare in the binary case (two classes, ``p`` and ``1-p``).
 
-    The C = 2 case of :func:`multiclass_gradient_curves` (autograd through the library's losses).
-    Closed forms, with the logit ``z = log(p/(1-p))``:
-    ``dH/dp = log((1-p)/p)``, ``dS/dp = -(2p-1)``, ``dH/dz = -p(1-p)·log(p/(1-p))``,
-    ``dS/dz = -p(1-p)·(2p-1)``. Introduced in notebook ``03_gradient_analysis``.
+    The C = 2 case of :func:`multiclass_gradient_curves` (autograd through the library's losses):
+    ``p`` is the probability of the class whose logit ``z`` is differentiated (class 0 of the
+    logits, the predicted class where ``p > 0.5``), ``z = log(p/(1-p))`` against the other class.
+    Closed forms: ``dH/dp = log((1-p)/p)``, ``dS/dp = -(2p-1)``, ``dH/dz = -p(1-p)·log(p/(1-p))``,
+    ``dS/dz = -p(1-p)·(2p-1)``; negative where p > 0.5: raising the predicted class's probability
+    lowers both losses. Introduced in notebook ``03_gradient_analysis``; the course figure
+    ``gradient_curves.png`` draws them (:func:`maxsq_lib.course.plots.gradients.gradient_curves`).
 
     Args:
-        p: probabilities of class 1, each in (0, 1).
+        p: probabilities of that class, each in (0, 1) (a sequence or a 1-D array).
     Shape:
         (N,) -> each gradient (N,).
     Returns:
@@ -432,151 +439,6 @@ def iw_weight_maps(logits: Tensor, ratio: float = 0.2) -> np.ndarray:
         float64 numpy weights.
     """
     return losses.iw_pixel_weights(logits.detach(), ratio=ratio).cpu().numpy()
-
-
-# ----------------------------------------------------------------------------------------------
-# figures of notebook 03
-# ----------------------------------------------------------------------------------------------
-
-
-def _loss_color(name: str) -> str:
-    from .. import methods as method_registry
-
-    return method_registry.color(_LOSS_COLOR_KEYS[name])
-
-
-def plot_gradient_curves(binary: dict, multiclass: dict | None = None, marks: Sequence[float] = ()):
-    """Two panels: ``|∂L/∂p|`` and ``|∂L/∂z|`` vs the predicted class's probability.
-
-    Solid lines: binary; dashed: the C-class curves (others share ``1-p`` evenly). The logit
-    panel marks where each curve peaks.
-
-    Args:
-        binary: :func:`binary_gradient_curves` result.
-        multiclass: optional :func:`multiclass_gradient_curves` result.
-        marks: probabilities to mark with dotted vertical lines (e.g. the low and high
-            confidence of :func:`high_low_ratio`).
-    Returns:
-        a matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    sets = [(binary, "-", "binary")]
-    if multiclass is not None:
-        sets.append((multiclass, "--", f"C = {multiclass['num_classes']}"))
-    for curves, style, tag in sets:
-        peaks = gradient_peaks(curves)
-        for name in ("entropy", "maxsquare"):
-            color = _loss_color(name)
-            label = f"{LOSS_LABELS[name]}, {tag}"
-            axes[0].plot(curves["p"], np.abs(curves[f"{name}_dp"]), style, color=color, label=label)
-            dz = np.abs(curves[f"{name}_dz"])
-            axes[1].plot(curves["p"], dz, style, color=color, label=label)
-            peak = peaks[f"{name}_dz"]
-            axes[1].plot([peak], [dz.max()], "o", color=color, markersize=4)
-    axes[0].set_title(r"w.r.t. the probability: $|\partial L / \partial p|$")
-    axes[1].set_title(r"w.r.t. its logit: $|\partial L / \partial z| = p(1-p)\,|\partial L/\partial p|$"
-                      " (dots: peaks)")
-    for ax in axes:
-        for mark in marks:
-            ax.axvline(mark, color="#999999", linestyle=":", linewidth=1)
-        ax.set_xlabel("probability p of the predicted class")
-        ax.set_ylabel("gradient magnitude (per pixel)")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=7)
-    return fig
-
-
-def plot_gradient_shares(shares: dict, class_names: Sequence[str] | None = None):
-    """2×2 bars: gradient share per confidence bin (left) and per predicted class (right),
-    w.r.t. the logits (top) and the probabilities (bottom), grouped by loss, with the pixel share
-    (grey) as the reference.
-
-    Args:
-        shares: a :func:`gradient_shares` result.
-        class_names: names of the C classes (default: indices).
-    Returns:
-        a matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-
-    edges = np.asarray(shares["bin_edges"])
-    bin_labels = [f"[{lo:g}, {hi:g})" if k < len(edges) - 2 else f"[{lo:g}, {hi:g}]"
-                  for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
-    num_classes = len(shares["pixels"]["class"])
-    names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 6.4), constrained_layout=True,
-                             gridspec_kw={"width_ratios": [len(bin_labels), max(num_classes, 1)]})
-    for row, wrt in enumerate(("logits", "probs")):
-        for col, (group, labels) in enumerate((("bin", bin_labels), ("class", names))):
-            ax = axes[row, col]
-            series = [("pixels", shares["pixels"][group], "#bbbbbb")]
-            series += [(LOSS_LABELS[name], entry[group], _loss_color(name))
-                       for name, entry in shares[wrt].items()]
-            width = 0.8 / len(series)
-            x = np.arange(len(labels))
-            for k, (label, values, color) in enumerate(series):
-                ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, color=color,
-                       label=label if (row, col) == (0, 0) else None)
-            ax.set_xticks(x)
-            ax.set_xticklabels(labels, rotation=0 if group == "bin" else 45,
-                               ha="center" if group == "bin" else "right")
-            what = "max probability bin" if group == "bin" else "predicted class"
-            ax.set_title(f"share of gradient norm w.r.t. {'logits' if wrt == 'logits' else 'probabilities'}"
-                         f", by {what}")
-            ax.set_ylabel("share")
-    fig.legend(loc="outside upper center", ncol=4, fontsize=8)
-    return fig
-
-
-def plot_iw_weight_maps(images: np.ndarray, predictions: np.ndarray, weights: np.ndarray,
-                        class_set, ratio: float = 0.2):
-    """One row per image: the image, its prediction, and the IW weight map relative to uniform.
-
-    The map shows ``w_n · N`` (N = pixels of the image), which equals ``(N / N_c)^α`` wherever
-    the clamp ``max(·, 1)`` is inactive: 1 for a class covering the whole image, larger for rarer
-    classes.
-
-    Args:
-        images: RGB images (e.g. :func:`maxsq_lib.course.style.denormalize_bgr` of dataset items).
-        predictions: argmax maps.
-        weights: :func:`iw_weight_maps` output for the same images.
-        class_set: a ClassSet (or its size) for the colours.
-        ratio: α, for the colour-bar label.
-    Shape:
-        images (N, H, W, 3), predictions (N, H, W), weights (N, H, W).
-    Returns:
-        a matplotlib figure.
-    """
-    import matplotlib.pyplot as plt
-
-    from .style import label_panel
-
-    n = len(images)
-    if not (len(predictions) == len(weights) == n) or n == 0:
-        raise ValueError(f"images, predictions and weights: expected the same non-zero count, got "
-                         f"{len(images)}, {len(predictions)}, {len(weights)}")
-    relative = np.stack([w * w.size for w in weights])
-    vmax = float(relative.max())
-    height, width = np.asarray(images[0]).shape[:2]
-    row_height = 2.9 * height / width + 0.3  # three panels of about 2.9 in wide, plus titles
-    fig, axes = plt.subplots(n, 3, figsize=(9.5, 0.3 + n * row_height),
-                             constrained_layout=True, squeeze=False)
-    for row in range(n):
-        axes[row, 0].imshow(images[row])
-        axes[row, 0].set_xticks([])
-        axes[row, 0].set_yticks([])
-        label_panel(axes[row, 1], predictions[row], class_set)
-        shown = axes[row, 2].imshow(relative[row], cmap="viridis", vmin=1.0, vmax=max(vmax, 1.0 + 1e-6))
-        axes[row, 2].set_xticks([])
-        axes[row, 2].set_yticks([])
-        if row == 0:
-            axes[row, 0].set_title("target image")
-            axes[row, 1].set_title("source model's prediction")
-            axes[row, 2].set_title(rf"IW weight $\times N = (N/N_c)^{{{ratio:g}}}$")
-    fig.colorbar(shown, ax=axes[:, 2], shrink=0.8)
-    return fig
 
 
 def dose_at_start(model: torch.nn.Module, batches, methods: Sequence[str], *, lambda_seg: float = 0.1,

@@ -43,11 +43,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses
-from .. import methods as method_registry
 from ..config import RunConfig, from_dict, load_yaml
 from ..engine.runs import is_finished, source_run_dir
-from ..labels import IGNORE_INDEX, ClassSet, class_set_for, colorize
-from .style import IGNORE_LEGEND, STYLE, denormalize_bgr, frame_image_axis, legend_handles
+from ..labels import IGNORE_INDEX, ClassSet, class_set_for
+from .plots.explorer import panel_figure
+from .results import load_records, run_order_key
+from .style import STYLE, denormalize_bgr
 
 SOURCE = "source"
 """Name under which the explorer lists the source-only model (whatever its run folder is called)."""
@@ -68,21 +69,13 @@ PANEL_KEYS: tuple[str, ...] = ("image", "label", "prediction", "probabilities", 
 # ----------------------------------------------------------------------------------------------
 
 
-def _order_key(name: str) -> tuple:
-    """Source first, then the methods in the results-table order, variants after their method."""
-    base, _, tag = name.partition("-")
-    if name == SOURCE:
-        return (-1, False, "", name)
-    rank = method_registry.display_rank(base)
-    return (rank, tag != "", tag, name)
-
-
 def find_explorable_runs(cfg: RunConfig) -> dict[str, Path]:
     """Finished runs of ``cfg``'s profile, benchmark and seed that have a final checkpoint.
 
     The source model is listed as ``"source"`` (it may live under another benchmark, e.g. the
     four cross-city targets share ``minicity_nthu_rome/source_multi``); adaptation runs keep their
-    run names (``maxsquare``, ``minent-lambda0.3``, ...).
+    run names (``maxsquare``, ``minent-lambda0.3``, ...), from the benchmark's records
+    (:func:`maxsq_lib.course.results.load_records`), in the tables' order (source first).
 
     Args:
         cfg: any run config of the benchmark (only profile, benchmark, seed, runs_root are read).
@@ -93,13 +86,10 @@ def find_explorable_runs(cfg: RunConfig) -> dict[str, Path]:
     source_dir = source_run_dir(cfg)
     if is_finished(source_dir) and (source_dir / "final.pt").is_file():
         found[SOURCE] = source_dir
-    bench_dir = Path(cfg.runs_root) / cfg.profile / cfg.benchmark
-    for run_dir in sorted(bench_dir.glob(f"*/seed{cfg.seed}")):
-        name = run_dir.parent.name
-        if name.startswith("source") or not is_finished(run_dir) or not (run_dir / "final.pt").is_file():
-            continue
-        found[name] = run_dir
-    return {name: found[name] for name in sorted(found, key=_order_key)}
+    for r in load_records(cfg.runs_root, cfg.profile, cfg.benchmark):
+        if r.seed == cfg.seed and not r.run.startswith("source") and (Path(r.run_dir) / "final.pt").is_file():
+            found[r.run] = Path(r.run_dir)
+    return {name: found[name] for name in sorted(found, key=run_order_key)}
 
 
 def _load_run_model(run_dir: Path, fallback: RunConfig) -> torch.nn.Module:
@@ -481,88 +471,3 @@ def explorer_widget(ex: Explorer, image_index: int = 0, method: str | None = Non
                   status, figure])
     box.refresh = refresh  # type: ignore[attr-defined]  # lets tests and notebooks redraw
     return box
-
-
-def _class_histogram_panel(ax, panels: Mapping[str, np.ndarray], class_set: ClassSet) -> None:
-    """Pixels per class (%) of the prediction (class colours) beside the label's (hatched)."""
-    x = np.arange(class_set.num_classes)
-    total_pred = max(int(panels["predicted_counts"].sum()), 1)
-    total_label = max(int(panels["label_counts"].sum()), 1)
-    colors = np.asarray(class_set.colors) / 255.0
-    ax.bar(x - 0.2, 100.0 * panels["predicted_counts"] / total_pred, width=0.4, color=colors,
-           edgecolor="black", linewidth=0.4, label="prediction")
-    ax.bar(x + 0.2, 100.0 * panels["label_counts"] / total_label, width=0.4, color="white",
-           edgecolor="black", linewidth=0.6, hatch="////", label="label")
-    ax.set_xticks(x)
-    ax.set_xticklabels(class_set.class_names, rotation=60, ha="right", fontsize=7)
-    ax.set_title("pixels per class (%)")
-    ax.legend(frameon=False, fontsize=7)
-
-
-def panel_figure(panels: Mapping[str, np.ndarray], class_set: ClassSet, title: str = "",
-                 threshold: float | None = None, alpha: float | None = None,
-                 stats: Mapping[str, float] | None = None):
-    """Draw the panels of :meth:`Explorer.panels` into one figure (2 × 4 grid and a legend).
-
-    Args:
-        panels: the panel dict.
-        class_set: colours and names of the classes.
-        title: figure title.
-        threshold, alpha: shown in the panel titles.
-        stats: :meth:`Explorer.image_stats` (kept fraction in the pseudo-label title).
-    Returns:
-        a :class:`matplotlib.figure.Figure` with an Agg canvas.
-    """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    c = class_set.num_classes
-    h, w = panels["label"].shape
-    panel_w = 3.0
-    panel_h = max(1.2, panel_w * h / w)
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(4 * panel_w + 1.0, 2 * panel_h + 2.3))
-        FigureCanvasAgg(fig)
-        grid = fig.add_gridspec(2, 4, left=0.02, right=0.97, top=0.87, bottom=0.2, wspace=0.38,
-                                hspace=0.32)
-        axes = [[fig.add_subplot(grid[r, k]) for k in range(4)] for r in range(2)]
-        for ax in axes[0] + axes[1][:3]:  # every panel but the histogram is an image
-            frame_image_axis(ax)
-
-        axes[0][0].imshow(panels["image"])
-        axes[0][0].set_title("image")
-        axes[0][1].imshow(colorize(panels["label"], class_set))
-        axes[0][1].set_title("label")
-        axes[0][2].imshow(colorize(panels["prediction"], class_set))
-        axes[0][2].set_title("prediction (argmax p)")
-        kept = (stats or {}).get("kept")
-        pl_title = "pseudo-labels" + (f" (δ = {threshold:.2f})" if threshold is not None else "")
-        if kept is not None:
-            pl_title += f"\n{100 * kept:.1f}% of pixels kept"
-        axes[0][3].imshow(colorize(panels["pseudo_label"], class_set))
-        axes[0][3].set_title(pl_title)
-
-        def heat(ax, values, title, cmap, vmin, vmax):
-            im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_title(title)
-            # an inset colour bar keeps the map as large as the label panels above it
-            fig.colorbar(im, cax=ax.inset_axes([1.03, 0.0, 0.05, 1.0]))
-
-        heat(axes[1][0], panels["entropy"], r"entropy $-\Sigma_c\, p_c \log p_c\, /\, \log C$",
-             "magma", 0.0, 1.0)
-        heat(axes[1][1], panels["max_square"], r"max-square map $\Sigma_c\, p_c^2$", "viridis",
-             1.0 / c, 1.0)
-        # N·w = (N / N_c)^α: 1 for a class filling the image, and everywhere at α = 0
-        scaled = panels["iw_weight"] * panels["iw_weight"].size
-        iw_title = r"IW weight $\times N$" + (f" (α = {alpha:.2f})" if alpha is not None else "")
-        heat(axes[1][2], scaled, iw_title, "cividis", min(1.0, float(scaled.min())),
-             max(float(scaled.max()), 1.0 + 1e-6))
-
-        _class_histogram_panel(axes[1][3], panels, class_set)
-        handles = legend_handles(class_set, ignore=IGNORE_LEGEND)
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False,
-                   fontsize=8, bbox_to_anchor=(0.5, 0.0))
-        if title:
-            fig.suptitle(title)
-    return fig

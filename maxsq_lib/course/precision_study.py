@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..config import LOSS_METHODS, TABLE_METHODS
+from .results import RunRecord, as_records, mean_std
 
 REFERENCE_FILE = Path("figures") / "reference" / "study_fp32.json"
 """The float32 study's per-seed numbers, relative to the project root."""
@@ -52,13 +52,6 @@ def load_reference(root: str | Path = ".", file: Path = REFERENCE_FILE) -> dict 
     """A kept study (default: the float32 reference) under ``root``, or None."""
     path = Path(root) / file
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def collapse_lambda(runs: Mapping[str, dict], method: str) -> float | None:
@@ -97,12 +90,12 @@ def compare_with_reference(runs: Mapping[str, dict], reference: Mapping[str, dic
         if not now or not ref:
             continue
         seeds = sorted(set(now["seeds"]) & set(ref["seeds"]), key=int)
-        reported = tuple(_mean_std([r["seeds"][s]["miou"] for s in seeds])[0] for r in (ref, now))
+        reported = tuple(mean_std([r["seeds"][s]["miou"] for s in seeds], exact=True)[0] for r in (ref, now))
         row = {"run": name, "seeds": [int(s) for s in seeds], "reported": reported,
                "gain": None, "difference": None, "pooled_std": None, "agrees": None}
         if name != "adabn":
-            g_ref = _mean_std([ref["seeds"][s].get("gain_over_adabn") for s in seeds])
-            g_now = _mean_std([now["seeds"][s].get("gain_over_adabn") for s in seeds])
+            g_ref = mean_std([ref["seeds"][s].get("gain_over_adabn") for s in seeds], exact=True)
+            g_now = mean_std([now["seeds"][s].get("gain_over_adabn") for s in seeds], exact=True)
             row["gain"] = (*g_ref, *g_now)
             if g_ref[0] is not None and g_now[0] is not None:
                 row["difference"] = g_now[0] - g_ref[0]
@@ -115,19 +108,20 @@ def compare_with_reference(runs: Mapping[str, dict], reference: Mapping[str, dic
     return {"rows": rows, "collapse": collapse}
 
 
-def describe_runs(runs: Sequence[dict]) -> str:
+def describe_runs(runs: Sequence[RunRecord | Mapping]) -> str:
     """How the runs computed: precision and memory format (``metrics.json``), BatchNorm images
-    (``config.yaml``), each distinct value once."""
-    from .. import config as C
+    (``config.yaml``), each distinct value once.
 
+    Args:
+        runs: records (:func:`maxsq_lib.course.results.load_records`) or ``metrics.json`` dicts.
+    """
     kinds, images = set(), set()
-    for m in runs:
-        p = m.get("precision") or {}
+    for r in as_records(runs):
+        p = r.precision or {}
         amp = {"none": "float32", None: "float32 (no record)"}.get(p.get("amp"), f"{p.get('amp')} autocast")
         kinds.add(amp + (", channels_last" if p.get("channels_last") else ", NCHW"))
-        path = Path(m["run_dir"]) / "config.yaml"
-        if m.get("stage") == "adapt" and path.is_file():
-            n = C.load_yaml(path).get("eval", {}).get("bn_images")
+        if r.stage == "adapt" and r.config is not None:
+            n = r.config.get("eval", {}).get("bn_images")
             images.add("all target train images" if n is None else f"{n} target train images")
     text = "; ".join(sorted(kinds))
     return text + (f"; BatchNorm statistics from {' / '.join(sorted(images))}" if images else "")
@@ -198,7 +192,7 @@ def precision_markdown(comparisons: Sequence[tuple[str, dict]], reference_text: 
     return lines
 
 
-def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK_RUNS,
+def batchnorm_subset_check(runs: Sequence[RunRecord | Mapping], names: Sequence[str] = BN_CHECK_RUNS,
                            seed: int = 0) -> list[dict]:
     """Re-score final models with BatchNorm statistics from every target train image.
 
@@ -208,7 +202,8 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
     run's), and with statistics from all images; all in the run's own precision and format.
 
     Args:
-        runs: metrics dicts with ``run_dir`` (:func:`maxsq_lib.engine.runs.find_runs`).
+        runs: records with a ``run_dir`` (:func:`maxsq_lib.course.results.load_records`), or
+            ``metrics.json`` dicts.
         names: run names to check.
         seed: the seed.
     Returns:
@@ -226,16 +221,14 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
     from ..checkpoint import load_weights
     from ..labels import class_set_for
 
-    by_name = {m["run"]: m for m in runs if int(m["seed"]) == seed}
+    by_name = {r.run: r for r in as_records(runs) if r.seed == seed}
     out = []
     for name in names:
-        m = by_name.get(name)
-        if m is None:
+        r = by_name.get(name)
+        if r is None or r.run_dir is None or r.config is None or not (Path(r.run_dir) / "final.pt").is_file():
             continue
-        run_dir = Path(m["run_dir"])
-        if not (run_dir / "config.yaml").is_file() or not (run_dir / "final.pt").is_file():
-            continue
-        cfg = C.from_dict(C.load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+        run_dir = Path(r.run_dir)
+        cfg = C.from_dict(r.config, str(run_dir / "config.yaml"))
         if cfg.eval.bn_images is None:
             continue
         target = build_dataset(cfg, "target")
@@ -255,7 +248,7 @@ def batchnorm_subset_check(runs: Sequence[dict], names: Sequence[str] = BN_CHECK
                               amp=cfg.amp, channels_last=cfg.channels_last, progress=False, subsets=subsets)
             scores[key] = 100 * result.extra["subsets"]["test"]["miou"]
         out.append({"run": name, "subset_images": min(cfg.eval.bn_images, len(target)),
-                    "all_images": len(target), "stored": 100 * m["last"]["subsets"]["test"]["miou"],
+                    "all_images": len(target), "stored": 100 * r.last["subsets"]["test"]["miou"],
                     "subset": scores["subset"], "all": scores["all"],
                     "difference": scores["all"] - scores["subset"]})
     return out
