@@ -293,7 +293,7 @@ def run_course(profile: str = "cpu", runs: str = "runs", data_root: str | None =
     except FileNotFoundError as exc:
         log(f"[summary] skipped: {exc}")
     if figures:
-        from .figures import regenerate
+        from .plots import regenerate
 
         out = at_root(default_figures_dir(profile, runs, study))
         written = regenerate(runs_root=runs, profile=profile, data_root=data_root, out_dir=out)
