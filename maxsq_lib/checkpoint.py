@@ -296,13 +296,29 @@ def _as_state_dict(obj: Any, path: Path, expected: str) -> tuple[dict[str, torch
     return dict(obj), info
 
 
-def _apply_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool) -> LoadReport:
-    """Load ``state`` into the unwrapped model; strict: raise with a report on any mismatch."""
+def _apply_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, strict: bool,
+                 init: bool = False) -> LoadReport:
+    """Load ``state`` into the unwrapped model; strict: raise with a report on any mismatch. ``init``:
+    the DeepLab init file's tensors (keys without the wrapper name, ``layer5`` removed) fill the
+    backbone; any unexpected or wrongly shaped key is refused, and (strict) a backbone tensor it lacks."""
     net = unwrap_model(model)
     report = compare_state_dicts(net.state_dict(), state)
-    if strict and not report.ok:
+    if init:
+        expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
+        missing_backbone = [k for k in report.missing
+                            if _top_level(k) in _BACKBONE_TOP_LEVEL and not k.endswith("num_batches_tracked")]
+        if report.unexpected or report.mismatched or (strict and missing_backbone):
+            details = [str(report)]
+            if strict and missing_backbone:
+                details.append(f"backbone tensors the file lacks ({len(missing_backbone)}): "
+                               + "; ".join(_grouped(missing_backbone)))
+            raise CheckpointError(f"{path}: the init weights do not fit the model ({expected}):\n"
+                                  + "\n".join(details))
+    elif strict and not report.ok:
         raise CheckpointError(f"{path}: the weights do not fit the model:\n{report}")
-    net.load_state_dict({k: state[k] for k in report.loaded}, strict=strict)
+    # the tensors that fit; the others keep their values (the init file: both heads and
+    # num_batches_tracked, which it lacks)
+    net.load_state_dict({k: state[k] for k in report.loaded}, strict=strict and not init)
     return report
 
 
@@ -530,28 +546,6 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None,
     return ckpt
 
 
-def _load_init_state(model: nn.Module, stripped: Mapping[str, torch.Tensor], p: Path,
-                     strict_backbone: bool) -> LoadReport:
-    """Copy init tensors (keys without the wrapper name, ``layer5`` removed) into the backbone."""
-    expected = "expected the DeepLab init state_dict with keys like 'Scale.conv1.weight'"
-    net = unwrap_model(model)
-    model_state = net.state_dict()
-    report = compare_state_dicts(model_state, stripped)
-    missing_backbone = [k for k in report.missing
-                        if _top_level(k) in _BACKBONE_TOP_LEVEL and not k.endswith("num_batches_tracked")]
-    if report.unexpected or report.mismatched or (strict_backbone and missing_backbone):
-        details = [str(report)]
-        if strict_backbone and missing_backbone:
-            details.append(f"backbone tensors the file lacks ({len(missing_backbone)}): "
-                           + "; ".join(_grouped(missing_backbone)))
-        raise CheckpointError(f"{p}: the init weights do not fit the model ({expected}):\n"
-                              + "\n".join(details))
-    merged = dict(model_state)
-    merged.update({k: stripped[k] for k in report.loaded})
-    net.load_state_dict(merged, strict=True)
-    return report
-
-
 # --------------------------------------------------------------------------------------------
 # One loader for every weight file
 
@@ -715,11 +709,8 @@ def load_weights(model: nn.Module, weights: WeightsFile | str | os.PathLike, *, 
     """
     wf = weights if isinstance(weights, WeightsFile) else read_weights(weights)
     wf.check_purpose(purpose)
-    if wf.format == "deeplab_init":
-        report = _load_init_state(model, wf.state, wf.path, strict_backbone=strict)
-        report.skipped = list(wf.skipped)
-    else:
-        report = _apply_state(model, wf.state, wf.path, strict=strict)
+    report = _apply_state(model, wf.state, wf.path, strict=strict, init=wf.format == "deeplab_init")
+    report.skipped = list(wf.skipped)
     report.info = {**wf.info, "format": wf.format}
     heads = getattr(unwrap_model(model), "aspp_branches", None)
     note = ""

@@ -391,9 +391,7 @@ def _cmd_data(args) -> int:
     return 0 if report.ok else 1
 
 
-def _cmd_train(args, stage: str, argv: list[str]) -> int:
-    if getattr(args, "dry_run", False):
-        return _dry_run(argv)
+def _cmd_train(args, stage: str) -> int:
     from .engine.build import follow_start_heads
 
     method = args.method if stage == "adapt" else None
@@ -529,9 +527,7 @@ def _cmd_summary(args) -> int:
     return 0
 
 
-def _cmd_course(args, argv: list[str]) -> int:
-    if getattr(args, "dry_run", False):
-        return _dry_run(argv)
+def _cmd_course(args) -> int:
     notebooks = project_root() / "notebooks"
     if not args.study and not notebooks.is_dir():
         print(f"maxsq course: error: the notebooks are expected in {notebooks}, which does not exist: "
@@ -551,7 +547,7 @@ def _cmd_course(args, argv: list[str]) -> int:
 
 def _cmd_figures(args) -> int:
     from .course.runner import default_figures_dir
-    from .course.plots import regenerate
+    from .course.figures import regenerate
 
     out = at_root(args.out or default_figures_dir(args.profile, args.runs))
     written = regenerate(runs_root=at_root(args.runs), profile=args.profile, data_root=args.data_root,
@@ -603,9 +599,11 @@ def main(argv: list[str] | None = None) -> int:
         pass
     handlers = {"prepare": _cmd_prepare, "data": _cmd_data, "run": _cmd_run, "evaluate": _cmd_evaluate,
                 "reproduce": _cmd_reproduce, "summary": _cmd_summary, "figures": _cmd_figures,
-                "train-source": lambda a: _cmd_train(a, "source", argv),
-                "adapt": lambda a: _cmd_train(a, "adapt", argv), "course": lambda a: _cmd_course(a, argv)}
+                "course": _cmd_course, "train-source": lambda a: _cmd_train(a, "source"),
+                "adapt": lambda a: _cmd_train(a, "adapt")}
     try:
+        if getattr(args, "dry_run", False):  # train-source, adapt and course
+            return _dry_run(argv)
         if args.command in handlers:
             return handlers[args.command](args)
     except known as exc:

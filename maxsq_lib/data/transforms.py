@@ -84,13 +84,9 @@ def resize_label(label: np.ndarray, size: Size | None) -> np.ndarray:
     Returns:
         the resized label map (the input itself when the size already matches).
     """
-    if size is None:
+    if size is None or label.shape == (size[1], size[0]):
         return label
-    width, height = size
-    if label.shape == (height, width):
-        return label
-    rows = nearest_indices(label.shape[0], height)
-    cols = nearest_indices(label.shape[1], width)
+    rows, cols = nearest_indices(label.shape[0], size[1]), nearest_indices(label.shape[1], size[0])
     return label[rows[:, None], cols[None, :]]
 
 

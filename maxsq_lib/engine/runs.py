@@ -22,14 +22,10 @@ class RunExistsError(FileExistsError):
     """A run folder already holds outputs that this command would overwrite."""
 
 
-def source_run_name(cfg) -> str:
-    return "source_multi" if cfg.source.multi else "source"
-
-
 def run_name(cfg, stage: str) -> str:
     """The folder name of a run (see the module docstring)."""
     if stage == "source":
-        return source_run_name(cfg)
+        return "source_multi" if cfg.source.multi else "source"
     return cfg.adapt.method + (f"-{cfg.tag}" if cfg.tag else "")
 
 
@@ -37,7 +33,7 @@ def source_run_dir(cfg) -> Path:
     """The source run an adaptation starts from; benchmarks that share a source model (the four
     cross-city targets) name the owner in ``source_benchmark``."""
     owner = cfg.source_benchmark or cfg.benchmark
-    return (Path(cfg.runs_root) / cfg.profile / owner / source_run_name(cfg) / f"seed{cfg.seed}")
+    return Path(cfg.runs_root) / cfg.profile / owner / run_name(cfg, "source") / f"seed{cfg.seed}"
 
 
 def is_finished(run_dir: str | os.PathLike) -> bool:
