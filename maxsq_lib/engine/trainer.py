@@ -42,7 +42,7 @@ from .runlock import run_lock
 from .runs import (FINISHED_MARKER, RunExistsError, check_reusable, config_mismatches, is_finished,
                    read_metrics, run_name, write_json_atomic)
 from .sampling import StreamBatchSampler, StreamDataset
-from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config, make_strategy
+from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config
 
 
 class TrainingDiverged(RuntimeError):
@@ -105,8 +105,7 @@ def matched_lambda(model, target_dataset, cfg, device) -> dict:
     a = cfg.adapt
     reference_lambda = a.match_gradient_lambda if a.match_gradient_lambda is not None else a.lambda_target
     this = strategy_from_config(a)
-    ref = make_strategy(a.match_gradient_to, lambda_target=reference_lambda, lambda_seg=a.lambda_seg,
-                        threshold=a.threshold, iw_ratio=a.iw_ratio, faithful_scale=a.faithful_scale)
+    ref = strategy_from_config(dataclasses.replace(a, method=a.match_gradient_to), reference_lambda)
     pairs = _target_logits(model, target_dataset, cfg, device, a.match_gradient_batches)
     g_this = float(sum(logit_gradient_norm(this, m, x) for m, x in pairs) / len(pairs))
     g_ref = float(sum(logit_gradient_norm(ref, m, x) for m, x in pairs) / len(pairs))
