@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     planned.append(_add_course(sub))
     _add_figures(sub)
     _add_summary(sub)
+    _add_doctor(sub)
     _add_root_flag(parser)
     for p in planned:  # maxsq_lib.course.dryrun: check inputs and print the plan, run nothing
         p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
@@ -278,6 +279,23 @@ def _add_figures(sub) -> argparse.ArgumentParser:
     fg.add_argument("--out", default=None,
                     help="output folder (default: <runs>/<profile>/figures; make study writes figures/)")
     return fg
+
+
+def _add_doctor(sub) -> None:
+    """``maxsq doctor``."""
+    dr = sub.add_parser("doctor", help="is this machine ready for the course? packages, runtime, data, checkpoints")
+    dr.add_argument("--profile", default="cpu", choices=C.PROFILES)
+    dr.add_argument("--runs", default="runs")
+    dr.add_argument("--data-root", dest="data_root", default=None)
+    dr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _cmd_doctor(args) -> int:
+    from .course import doctor
+
+    checks = doctor.doctor(args.profile, runs=args.runs, data_root=args.data_root, device=args.device)
+    print(doctor.report(checks))
+    return 1 if any(c.ok is False for c in checks) else 0
 
 
 def _add_summary(sub) -> None:
@@ -547,7 +565,7 @@ def _cmd_course(args) -> int:
 
 def _cmd_figures(args) -> int:
     from .course.runner import default_figures_dir
-    from .course.figures import regenerate
+    from .course.plots import regenerate
 
     out = at_root(args.out or default_figures_dir(args.profile, args.runs))
     written = regenerate(runs_root=at_root(args.runs), profile=args.profile, data_root=args.data_root,
@@ -598,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     handlers = {"prepare": _cmd_prepare, "data": _cmd_data, "run": _cmd_run, "evaluate": _cmd_evaluate,
-                "reproduce": _cmd_reproduce, "summary": _cmd_summary, "figures": _cmd_figures,
+                "reproduce": _cmd_reproduce, "summary": _cmd_summary, "figures": _cmd_figures, "doctor": _cmd_doctor,
                 "course": _cmd_course, "train-source": lambda a: _cmd_train(a, "source"),
                 "adapt": lambda a: _cmd_train(a, "adapt")}
     try:

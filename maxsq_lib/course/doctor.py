@@ -113,8 +113,6 @@ def input_checks(profile: str, runs: str | None = None, data_root: str | None = 
                 ok = {"ok": True, "warn": True, "planned": None}.get(item.status, False if item.required else None)
                 detail = item.path + (f" — {item.detail}" if item.detail else "")
                 detail += f" — {item.hint}" if ok is False and item.hint else ""
-                if item.status == "planned":
-                    detail += " — made by `maxsq course`"
                 out.append(Check(group, item.what, ok, detail))
     return out
 
