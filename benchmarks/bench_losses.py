@@ -6,7 +6,7 @@ logits, at batch 1 and batch 4:
 - ``maxsq_lib``: :func:`maxsq_lib.losses.iw_max_square` (per-image histograms with one
   ``scatter_add`` for the whole batch, no host copy, no boolean-mask indexing).
 - ``authors``: a plain re-statement, written here, of what the authors' ``IW_MaxSquareloss`` does
-  (official-code-facts §4): argmax of the probabilities, a ``.cpu()`` copy and ``torch.histc`` with
+  (docs/authors_code.md §4): argmax of the probabilities, a ``.cpu()`` copy and ``torch.histc`` with
   C+1 bins over [-1, C-1] whose first bin is dropped, class weights indexed by the argmax map,
   weights of shape (B, H, W) multiplied into (B, C, H, W) (correct only for B = 1), and the sum
   taken through a boolean mask ``prob != -1`` (always true). At batch 4 it loops over the images.

@@ -559,7 +559,7 @@ WEIGHT_FORMATS = {
 """The formats :func:`read_weights` recognises, with the words it prints for each."""
 
 AUTHORS_ASPP_BRANCHES = 2
-"""ASPP branches the authors' heads sum (docs/authors_code.md, model): their files need this value."""
+"""ASPP branches the authors' heads sum (docs/authors_code.md §3.2): their files need this value."""
 
 PURPOSES = ("init", "start", "evaluate")
 """What a weight file is loaded for: ``init``, source training's initialisation; ``start``, the

@@ -3,7 +3,7 @@
 A run is resolved in layers, each a partial mapping merged strictly into the dataclass tree
 (an unknown key or a value of the wrong type is an error that names the key and the source):
 
-1. the dataclass defaults below (the authors' recipe, official-code-facts §2 and §5);
+1. the dataclass defaults below (the authors' recipe, docs/authors_code.md §2 and §5);
 2. the profile file ``maxsq_lib/configs/<profile>.yaml`` (top-level keys);
 3. that profile's ``benchmarks.<benchmark>`` section;
 4. that profile's ``methods.<method>`` section (adaptation only), then the benchmark's own

@@ -74,7 +74,7 @@ SYNTHIA_ID_TO_TRAIN19: dict[int, int] = {1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7:
                                           11: 18, 12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3}
 """SYNTHIA-RAND-CITYSCAPES label id -> 19-class train id (ids 0, 13, 14, 22 are ignored).
 
-Source: the authors' ``synthia_Dataset.py`` id map (official-code-facts §6.3).
+Source: the authors' ``synthia_Dataset.py`` id map (docs/authors_code.md §6.3).
 """
 
 CITYSCAPES_LABEL_IDS: frozenset[int] = frozenset(lab[0] for lab in CITYSCAPES_LABELS)

@@ -9,7 +9,7 @@ ignored pixels. No loss copies data to the host or reads a value back (no ``.ite
 boolean-mask indexing), so they run on any device without a synchronisation.
 
 **Scales: our default vs ``faithful=True``.** ``faithful=True`` reproduces the constants of the
-authors' code exactly (official-code-facts §4; matched against their golden values in the tests).
+authors' code exactly (docs/authors_code.md §4; matched against their golden values in the tests).
 B = batch, C = classes, H×W = pixels, p = softmax(logits), w = image-wise pixel weight.
 
 =================  ======================================  ===============  ======================

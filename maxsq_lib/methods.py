@@ -39,7 +39,7 @@ class LossParams:
         lambda_seg: λ_seg, the aux-head weight of multi-level guidance.
         threshold: confidence threshold δ of pseudo-labels.
         iw_ratio: α of the image-wise class weights.
-        faithful_scale: use the authors' loss constants (docs/authors_code.md, losses).
+        faithful_scale: use the authors' loss constants (docs/authors_code.md §4.2).
     """
 
     lambda_seg: float = 0.1
@@ -103,7 +103,7 @@ def _confident_labels(main, aux, p):
 def _maxsquare_iw_multi(main, aux, p):
     main_loss = losses.iw_max_square(main, ratio=p.iw_ratio, faithful=p.faithful_scale)
     aux_ce, pseudo = losses.multi_level_guidance(main, aux, threshold=p.threshold)
-    # λ_T multiplies the sum, so the aux term ends up weighted λ_seg·λ_T as in the paper's §4.1.
+    # λ_T multiplies the sum, so the aux term ends up weighted λ_seg·λ_T as in docs/authors_code.md §4.1.
     return main_loss + p.lambda_seg * aux_ce, {"target_main_loss": main_loss.detach(),
                                                "target_aux_ce": aux_ce.detach(),
                                                "pseudo_label_fraction": (pseudo >= 0).float().mean()}

@@ -1,7 +1,7 @@
 """Segmentation metrics from a confusion matrix: IoU per class, mIoU (incl. the SYNTHIA 16 / 13*
 subsets), pixel accuracy, mean pixel accuracy and frequency-weighted IoU.
 
-The protocol is the authors' (official-code-facts §7): one confusion matrix accumulated over the
+The protocol is the authors' (docs/authors_code.md §7): one confusion matrix accumulated over the
 whole evaluation set (not averaged per image), rows = ground truth, columns = prediction, counting
 only pixels whose ground truth is a class ``0 <= gt < C``; ``IoU_c = TP / (row + column - TP)``;
 mIoU is the NaN-mean over classes, so a class absent from both ground truth and predictions is

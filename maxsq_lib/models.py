@@ -1,6 +1,6 @@
 """DeepLabv2 (Caffe-style ResNet backbone, two ASPP classifier heads), key-compatible with the authors.
 
-The network is the two-head "DeeplabMulti" of the MaxSquare code (official-code-facts §3):
+The network is the two-head "DeeplabMulti" of the MaxSquare code (docs/authors_code.md §3):
 
 =========  ==============================================  ==========================================
 module     what                                            output (ResNet-101, input H x W)
@@ -167,7 +167,7 @@ class DeepLabV2(nn.Module):
     """DeepLabv2 with a ResNet backbone and two ASPP heads (aux on layer3, main on layer4).
 
     Build it with :func:`deeplabv2`. Module names and parameter shapes equal the authors'
-    ``DeeplabMulti`` (official-code-facts §3.5), so their checkpoints load strictly.
+    ``DeeplabMulti`` (docs/authors_code.md §3.5), so their checkpoints load strictly.
 
     Args:
         num_classes: output classes C of both heads.
@@ -354,7 +354,7 @@ def parameter_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0) ->
 
     Every parameter is listed once. The authors' group-0 generator walked ``modules()`` and
     yielded each module's recursive ``parameters()``, so their SGD saw every backbone tensor 3-4
-    times (official-code-facts §3.4, §9.2); that depends on the PyTorch version and is not
+    times (docs/authors_code.md §3.4, §9.2); that depends on the PyTorch version and is not
     replicated here.
 
     Args:

@@ -32,7 +32,7 @@ from maxsq_lib.data.transforms import (
     resize_label,
 )
 
-# Independent copies of official-code-facts §6.3, so that the library's tables are checked
+# Independent copies of docs/authors_code.md §6.3, so that the library's tables are checked
 # against the document rather than against themselves.
 CITYSCAPES_TO_TRAIN19 = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                          24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}

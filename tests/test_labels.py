@@ -1,4 +1,4 @@
-"""Class sets and id maps against the facts of official-code-facts §6.3."""
+"""Class sets and id maps against the facts of docs/authors_code.md §6.3."""
 
 import numpy as np
 import pytest

@@ -3,7 +3,7 @@
 ``maxsq train-source|adapt|course ... --dry-run`` resolves the configs the command would run and,
 per benchmark, checks cheaply what those runs need:
 
-* the datasets in their layouts (official-code-facts §6.1): the dataset folder, the list file of
+* the datasets in their layouts (docs/authors_code.md §6.1): the dataset folder, the list file of
   each split (its entry count) and the files of its first :data:`SPOT_ENTRIES` entries, through
   the dataset classes of :mod:`maxsq_lib.data` (``check_files=False``), so the layouts are the
   loaders' own;
@@ -43,7 +43,7 @@ AUTHORS_LIST_LINES: dict[tuple[str, str], int] = {
     ("cityscapes", "train"): 2_975, ("cityscapes", "val"): 500,
     ("nthu", "train"): 3_200, ("nthu", "val"): 100,
 }
-"""Entries of the authors' shipped split lists (official-code-facts §6.2). The paper profile's
+"""Entries of the authors' shipped split lists (docs/authors_code.md §6.2). The paper profile's
 counts are shown next to them: another count usually means another split."""
 
 MARKS = {"ok": "✔", "missing": "✘", "planned": "○", "warn": "⚠"}

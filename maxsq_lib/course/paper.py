@@ -2,7 +2,7 @@
 
 Chen, Xue, Cai, "Domain Adaptation for Semantic Segmentation with Maximum Squares Loss", ICCV 2019,
 as listed in the README of ZJULearning/MaxSquareLoss (SYNTHIA rows from its version before
-2019-07-25; official-code-facts §8). Notebook ``00_setup`` shows them, ``05_evaluation`` and
+2019-07-25; docs/authors_code.md §8). Notebook ``00_setup`` shows them, ``05_evaluation`` and
 ``06_cross_city`` set the runs beside them, and ``results.md`` quotes them.
 """
 
@@ -12,7 +12,7 @@ from .. import methods as method_registry
 from ..config import CITIES, LOSS_METHODS
 
 PAPER_CITATION = ("Chen, Xue, Cai, ICCV 2019, README of ZJULearning/MaxSquareLoss")
-"""Where the paper's numbers come from (official-code-facts §8)."""
+"""Where the paper's numbers come from (docs/authors_code.md §8)."""
 
 PAPER_GTA5_CITYSCAPES: dict[str, float] = {
     "source": 36.9, "minent": 42.2, "maxsquare": 44.3, "maxsquare_iw": 45.2, "maxsquare_iw_multi": 46.4}

@@ -1,7 +1,7 @@
 """Datasets of the paper in their real folder layouts, the authors' preprocessing, and data checks.
 
 ``GTA5``, ``SYNTHIA``, ``Cityscapes`` and ``NTHU(city=...)`` read ``<root>/<Dataset>/...``
-(official-code-facts §6.1); :func:`get_dataset` builds one from its config name;
+(docs/authors_code.md §6.1); :func:`get_dataset` builds one from its config name;
 :func:`check_dataset` (in :mod:`maxsq_lib.data.check`) reads every listed pair and reports problems.
 Introduced in notebook ``01_data``.
 """

@@ -1,7 +1,7 @@
 """Dataset classes for GTA5, SYNTHIA-RAND-CITYSCAPES, Cityscapes and NTHU (cross-city).
 
 Each class reads the authors' folder layout under a root folder (default ``datasets/``,
-official-code-facts §6.1), takes its items from a list file that lives with the data
+docs/authors_code.md §6.1), takes its items from a list file that lives with the data
 (``<root>/GTA5/list/<split>.txt`` and so on, one entry a line in the authors' formats, so their
 shipped lists can be dropped in; :mod:`maxsq_prep.lists` can also write them), maps label ids to
 the ids of a class set with the tables of :mod:`maxsq_lib.labels`, and applies the authors'
@@ -47,7 +47,7 @@ from .transforms import (Size, apply_augmentation, draw_augmentation, image_to_t
 
 PAPER_SIZES: dict[str, Size] = {"gta5": (1280, 720), "synthia": (1280, 760), "cityscapes": (1024, 512),
                                 "nthu": (1024, 512)}
-"""Input sizes ``(W, H)`` the authors train with (official-code-facts §5.2); pass as ``size=``."""
+"""Input sizes ``(W, H)`` the authors train with (docs/authors_code.md §5.2); pass as ``size=``."""
 
 NTHU_CITIES: tuple[str, ...] = CITIES
 """The four cities of the NTHU cross-city benchmark."""

@@ -1,6 +1,6 @@
 """The authors' preprocessing and training augmentation, as small pure functions.
 
-Pipeline of one item (official-code-facts §5.2), introduced in notebook ``01_data``:
+Pipeline of one item (docs/authors_code.md §5.2), introduced in notebook ``01_data``:
 
 1. resize the image (bicubic) and the label (nearest) to the configured size ``(W, H)``; the
    aspect ratio is not kept, as in the authors' code;

@@ -1,6 +1,6 @@
 """Evaluation on a whole split: one confusion matrix, main head, optional flip ensembling.
 
-The protocol is the authors' (official-code-facts §7): the image is resized to the configured size,
+The protocol is the authors' (docs/authors_code.md §7): the image is resized to the configured size,
 the main-head logits come back at that size, the label is resized (nearest) to the same size, and
 one confusion matrix is accumulated over the whole split; mIoU is the NaN-mean over the classes of
 the active set. ``flip=True`` averages the softmax of the image and of its mirror (mirrored back)

@@ -8,7 +8,7 @@ of detached tensors to log.
 
 The methods and their losses are the rows of :mod:`maxsq_lib.methods`; the strategy weights the
 row's loss by λ_T. P = softmax of the main-head logits at input resolution. ``faithful_scale=True`` uses the authors'
-constants (docs/authors_code.md), so the paper's λ_T values mean what they meant there.
+constants (docs/authors_code.md §4.2), so the paper's λ_T values mean what they meant there.
 Introduced in notebook ``04_adaptation``.
 """
 
@@ -77,7 +77,7 @@ def make_strategy(method: str, *, lambda_target: float = 0.1, lambda_seg: float 
         lambda_seg: λ_seg, the aux-head weight of multi-level guidance.
         threshold: confidence threshold δ of multi-level guidance and of ``hard``.
         iw_ratio: α of the image-wise class weights.
-        faithful_scale: use the authors' loss constants (docs/authors_code.md, losses).
+        faithful_scale: use the authors' loss constants (docs/authors_code.md §4.2).
     Returns:
         a :class:`TargetStrategy`.
     """

@@ -1,6 +1,6 @@
 """The one training loop: source pretraining and adaptation.
 
-Per iteration (official-code-facts §5.1): set the poly learning rate; source forward, cross-entropy
+Per iteration (docs/authors_code.md §5.1): set the poly learning rate; source forward, cross-entropy
 (+ λ_seg·CE on the aux head for multi-level runs), backward; in adaptation, target forward with
 BatchNorm in train mode (or frozen, an option) and the strategy's target loss, backward; one
 optimizer step. Methods differ only by their :class:`~maxsq_lib.engine.strategies.TargetStrategy`.
