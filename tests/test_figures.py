@@ -405,3 +405,38 @@ def test_binary_curves_take_p_as_the_predicted_class():
     assert fig.axes[0].get_xlabel() == "p, probability of the predicted class (binary)"
     np.testing.assert_allclose(fig.axes[1].lines[1].get_ydata(), np.abs(binary_gradient_curves([0.6, 0.9])["maxsquare_dz"]))
     plt.close(fig)
+
+
+def test_method_curves_start_at_before_with_the_source_model_and_adabn_apart(tmp_path):
+    runs = build_runs(tmp_path / "runs", seeds=(0,), extras=False)
+    _write(runs, _metrics("minicity", "adabn", 0, 0.415, 0.40, CLASSES, iterations=0))
+    records = R.load_records(runs, PROFILE, "minicity")
+    fig = plots.adaptation.method_curves(records, "maxsquare", 0)
+    ax = fig.axes[0]
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    curve = lines["maxsquare"]
+    run = next(r for r in records if r.run == "maxsquare")
+    assert curve.get_ydata()[0] == pytest.approx(100 * run.before_miou)        # the run's start, 40.0
+    assert list(curve.get_xdata()) == [0, 50, 100]
+    assert list(curve.get_ydata()) == pytest.approx([40.0, 42.5, 45.0])
+    assert lines["none (the loop, no target loss)"].get_ydata()[-1] == pytest.approx(41.0)
+    assert lines["AdaBN (no step)"].get_ydata()[0] == pytest.approx(41.5)     # a horizontal reference
+    source = next(c for c in ax.collections if c.get_label() == "source model")
+    assert source.get_offsets().tolist() == [[0.0, pytest.approx(40.0)]]      # iteration 0, its own marker
+    assert fig.axes[2].get_lines()[0].get_ydata().tolist() == pytest.approx([-0.0405, -0.041])
+    plt.close(fig)
+    with pytest.raises(plots.MissingEvidence, match="no run minent-lambda1 of seed 0"):
+        plots.adaptation.method_curves(records, "minent-lambda1", 0)
+
+
+def test_compare_with_study_reads_the_committed_numbers():
+    table = R.load_committed_study().tables["minicity"]
+    lines = plots.adaptation.compare_with_study(table, table, ["maxsquare", "none", "nothing"], seed=0)
+    assert lines[0] == "maxsquare: yours 42.2, study 42.8 ± 0.6 (3 seeds): agrees"
+    assert lines[1] == "none: yours 41.9, study 42.6 ± 0.7 (3 seeds): agrees"
+    assert lines[2] == "nothing: not in your runs"
+    gains = plots.adaptation.compare_with_study(table, table, ["maxsquare_iw_multi"], seed=0, key="gain_over_adabn")
+    assert gains == ["maxsquare_iw_multi: yours +1.1, study +1.0 ± 0.3 (3 seeds): agrees"]
+    far = {"maxsquare": {**table["maxsquare"], "report_miou_mean": 0.45, "report_miou_std": 0.001}}
+    assert plots.adaptation.compare_with_study(table, far, ["maxsquare"])[0].endswith(
+        "differs by -2.8 (more than 0.5)")

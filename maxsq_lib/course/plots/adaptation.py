@@ -346,3 +346,98 @@ def dose_evidence(profile: str, benchmark: str, runs_root: str | os.PathLike = "
     lambdas = {m: course_config(profile, benchmark, m, runs_root, data_root, seed).adapt.lambda_target
                for m in LOSS_METHODS}
     return {**out, "seed": seed, "lambda_target": lambdas}
+
+
+def method_curves(runs: Sequence, method: str, seed: int = 0, subset: str = "test",
+                  benchmark: str = "minicity") -> Figure:
+    """One method's adaptation beside its controls: mIoU over the iterations and its logged losses.
+
+    Left: the ``subset`` mIoU of ``method`` (and of ``none``, dotted) at every evaluation; each curve
+    starts at its run's ``before`` (under ``eval.bn_statistics: target`` that is the source model with
+    target BatchNorm statistics). Iteration 0 also holds the source model's own marker (the source
+    run, its running statistics); AdaBN is a labelled horizontal line; a ring marks the evaluation
+    ``dev`` chooses. Middle and right: the logged source cross-entropy and target loss (unweighted
+    by λ_T). Legends sit below the axes. Not a registered course figure: notebook ``04_adaptation``
+    introduces it.
+
+    Args:
+        runs: the records of one benchmark (or its ``metrics.json`` dicts).
+        method: the adaptation run to draw (a run name: ``maxsquare``, ``maxsquare-lambda1``).
+        seed: which seed.
+        subset: the scored half (``test``: the reported one; the whole split where a run has none).
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no run ``method`` of this seed.
+    """
+    by_name = {r.run: r for r in as_records(runs) if r.seed == seed}
+    if method not in by_name:
+        raise MissingEvidence(f"no run {method} of seed {seed} in {benchmark}")
+    run = by_name[method]
+    color = method_registry.color(method.split("-")[0])
+    with figure_style():
+        fig, axes = plt.subplots(1, 3, figsize=(13.0, 4.2), gridspec_kw={"width_ratios": (1.6, 1, 1)})
+        ax = axes[0]
+        if "none" in by_name and method != "none":
+            x, y = subset_curve(by_name["none"], subset)
+            ax.plot(x, y, ls=":", lw=1.4, color="black", label="none (the loop, no target loss)")
+        x, y = subset_curve(run, subset)
+        ax.plot(x, y, marker="o", ms=3.5, color=color, label=method)
+        if run.report is not None and subset == "test":
+            ax.scatter([run.report["iteration"]], [100 * run.report["miou"]], s=90, facecolors="none",
+                       edgecolors=color, linewidths=1.4, zorder=5, label="the evaluation dev chooses")
+        source = next((r for r in by_name.values() if r.stage == "source"), None)
+        if source is not None:
+            ax.scatter([0], [100 * subset_miou(source.last, subset)], marker="s", s=55, zorder=6,
+                       color=method_registry.color("source"), label="source model")
+        if "adabn" in by_name:
+            ax.axhline(100 * subset_miou(by_name["adabn"].last, subset), color=method_registry.color("adabn"),
+                       lw=1.2, label="AdaBN (no step)")
+        ax.set(xlabel="adaptation iteration", ylabel=f"{subset} mIoU (%)", title=f"{subset} mIoU")
+        for ax, key, title in ((axes[1], "source_ce", "source cross-entropy"),
+                               (axes[2], "target_loss", "target loss L_T (before λ_T)")):
+            pts = [(e["iteration"], e[key]) for e in run.train_log if e.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), color=color, lw=1.2)
+            ax.set(xlabel="adaptation iteration", title=f"{title} (logged)")
+        axes[0].legend(frameon=False, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+        fig.suptitle(f"{benchmark}: {method}, seed {seed}", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def compare_with_study(mine: Mapping[str, dict], study: Mapping[str, dict], names: Sequence[str],
+                       seed: int = 0, key: str = "miou", floor: float = 0.005) -> list[str]:
+    """The learner's reported numbers beside the committed study's, one line per run.
+
+    A value agrees when it lies within 3 × the study's seed std of the study's mean, and never
+    closer than ``floor`` (half a point: runs on another processor or thread count move by about
+    that, README "How close your numbers should come"). Notebook ``04_adaptation`` introduces it.
+
+    Args:
+        mine: the learner's :func:`~maxsq_lib.course.results.summarize_runs` table.
+        study: the committed study's table (:func:`~maxsq_lib.course.results.load_committed_study`).
+        names: runs to compare.
+        seed: the learner's seed.
+        key: ``miou`` (the reported mIoU), ``gain_over_source`` or ``gain_over_adabn`` (paired).
+    Returns:
+        lines ``"<run>: yours 43.1, study 43.2 ± 0.6 (3 seeds): agrees"`` (percent); a run missing
+        on either side says so.
+    """
+    lines = []
+    for name in names:
+        row = ((mine.get(name) or {}).get("seeds") or {}).get(seed) or {}
+        yours = (row.get("report") or {}).get(key)
+        ref, spread = (study.get(name) or {}).get(f"report_{key}_mean"), (study.get(name) or {}).get(f"report_{key}_std")
+        if yours is None or ref is None:
+            lines.append(f"{name}: {'not in your runs' if yours is None else 'not in the study'}")
+            continue
+        n = len((study.get(name) or {}).get("seeds") or {})
+        tol, diff = max(3 * (spread or 0.0), floor), yours - ref
+        verdict = "agrees" if abs(diff) <= tol else f"differs by {100 * diff:+.1f} (more than {100 * tol:.1f})"
+        sign = "+" if key != "miou" else ""
+        shown = [round(100 * v, 1) + 0.0 for v in (yours, ref, spread or 0.0)]  # + 0.0: no "-0.0"
+        lines.append(f"{name}: yours {shown[0]:{sign}.1f}, study {shown[1]:{sign}.1f} ± {shown[2]:.1f} "
+                     f"({n} seed{'' if n == 1 else 's'}): {verdict}")
+    return lines
