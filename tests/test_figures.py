@@ -407,6 +407,40 @@ def test_binary_curves_take_p_as_the_predicted_class():
     plt.close(fig)
 
 
+def test_waterfall_steps_are_the_committed_paired_gains():
+    """Notebook 05's waterfall: its steps (and the bars drawn) are the study's paired gains."""
+    study = R.load_committed_study()
+    table = study.tables["minicity"]
+    steps = plots.evaluation.waterfall_steps(table)
+    assert [s[0] for s in steps] == ["source", "adabn", "none", *LOSS_METHODS]
+    assert 100 * steps[0][2] == pytest.approx(33.6, abs=0.05)                  # the source level
+    assert 100 * steps[1][2] == pytest.approx(8.9, abs=0.05)                   # AdaBN over source
+    adabn = steps[1][1] + steps[1][2]
+    for name, base, height, per_seed in steps[2:]:
+        assert base == pytest.approx(adabn)
+        assert per_seed == R.reported_gains(table, name, "adabn")
+        assert height == pytest.approx(np.mean(list(per_seed.values())))
+    assert 100 * steps[-1][2] == pytest.approx(1.0, abs=0.05)                  # +IW+Multi: +1.0 ± 0.3
+    fig = plots.evaluation.waterfall(table, resolution=R.resolution(table))
+    bars = [p for p in fig.axes[0].patches if p.get_width() == pytest.approx(0.65)]
+    assert [b.get_height() for b in bars] == pytest.approx([100 * s[2] for s in steps])
+    plt.close(fig)
+
+
+def test_dose_points_are_lambda_times_the_committed_ratio():
+    study = R.load_committed_study()
+    table, dose = study.tables["minicity"], R.committed_dose()
+    points = plots.evaluation.dose_points(table, dose)
+    assert set(points) == set(LOSS_METHODS) and all(len(p) == 5 for p in points.values())
+    d, lam, y = points["maxsquare"][-1]
+    assert lam == 3 and d == pytest.approx(3 * dose["methods"]["maxsquare"]["ratio"])
+    assert 100 * y == pytest.approx(21.9, abs=0.05)                            # collapsed at the end
+    assert 100 * points["maxsquare_iw"][3][2] == pytest.approx(37.1, abs=0.05)  # IW at λ_T 1
+    fig = plots.evaluation.dose_response(table, dose, resolution=R.resolution(table))
+    assert len([l for l in fig.axes[0].lines if len(l.get_xdata()) == 5]) == 4  # one curve per loss
+    plt.close(fig)
+
+
 def test_method_curves_start_at_before_with_the_source_model_and_adabn_apart(tmp_path):
     runs = build_runs(tmp_path / "runs", seeds=(0,), extras=False)
     _write(runs, _metrics("minicity", "adabn", 0, 0.415, 0.40, CLASSES, iterations=0))

@@ -96,3 +96,43 @@ def test_mean_std_is_the_one_statistic():
     assert R.mean_std([0.1]) == (pytest.approx(0.1), None) and R.mean_std([]) == (None, None)
     exact = R.mean_std([0.1, 0.2, 0.4], exact=True)
     assert exact == (pytest.approx(0.7 / 3), pytest.approx(R.std([0.1, 0.2, 0.4])))
+
+
+def _study(gains_over_adabn: dict[str, tuple[float, ...]], profile: str = "cpu") -> "R.Study":
+    """A hand-made study: source 0.30 and adabn 0.40 on every seed, each loss at adabn + its gain."""
+    runs = []
+    for seed in range(len(next(iter(gains_over_adabn.values())))):
+        runs.append(_run("source_multi", seed, [(3000, 0.30, 0.30)], stage="source"))
+        runs.append(_run("adabn", seed, [(0, 0.30, 0.30), (0, 0.40, 0.40)]))
+        for name, gains in gains_over_adabn.items():
+            runs.append(_run(name, seed, [(0, 0.40, 0.40), (100, 0.50, 0.40 + gains[seed])]))
+    return R.study_of(runs, profile)
+
+
+def test_resolution_is_three_pooled_seed_stds():
+    study = _study({"minent": (0.01, 0.03), "maxsquare": (0.00, 0.04)})
+    stds = [0.02 / 2 ** 0.5, 0.04 / 2 ** 0.5]  # std (ddof=1) of two values a, b is |a - b| / sqrt(2)
+    expected = 3 * ((stds[0] ** 2 + stds[1] ** 2) / 2) ** 0.5
+    assert R.resolution(study.tables["minicity"]) == pytest.approx(expected)
+    assert R.resolution(_study({"minent": (0.01,)}).tables["minicity"]) is None  # one seed: no std
+
+
+def test_compare_says_agrees_or_differs_against_the_resolution(capsys):
+    study = _study({"minent": (0.01, 0.03), "maxsquare": (0.00, 0.04)})  # resolution ≈ 0.067
+    res = R.resolution(study.tables["minicity"])
+    close = _study({"minent": (0.05,)}, profile="smoke")  # 0.05 − 0.02 = 0.03 < res
+    out = R.compare(close, study, "gain over adabn", "minent", seed=0)
+    assert out["agrees"] is True and out["difference"] == pytest.approx(0.03)
+    assert out["study_mean"] == pytest.approx(0.02) and out["resolution"] == pytest.approx(res)
+    line = capsys.readouterr().out
+    assert "minent, gain over adabn: yours +5.0" in line and "study +2.0 ± 1.4" in line and "agrees" in line
+    far = _study({"minent": (0.12,)}, profile="smoke")  # 0.12 − 0.02 = 0.10 > res
+    out = R.compare(far, study, "gain over adabn", "minent", seed=0)
+    assert out["agrees"] is False and out["difference"] == pytest.approx(0.10)
+    assert f"differs by +10.0 (more than the resolution {100 * res:.1f})" in capsys.readouterr().out
+    # the absolute number and a run the learner lacks
+    assert R.compare(far, study, "mIoU", "minent", seed=0)["mine"] == pytest.approx(0.52)
+    missing = R.compare(far, study, "mIoU", "maxsquare", seed=0)
+    assert missing["mine"] is None and "yours – (no such run in smoke)" in capsys.readouterr().out
+    with pytest.raises(KeyError):
+        R.compare(far, study, "accuracy", "minent")

@@ -712,3 +712,108 @@ def results_json(study: Study) -> dict:
                    "rule": "last iteration (nothing is chosen on the reported split)"})
         benchmarks[name] = {"splits": splits, "runs": entry_runs}
     return {"profile": study.profile, "commit": ", ".join(commits) or None, "benchmarks": benchmarks}
+
+
+# ------------------------------------------------------------------------------------ the learner's run beside the study
+
+RESOLUTION_FACTOR = 3
+"""The resolution of a paired gain is this many seed stds (:func:`seed_noise`): the one rule of 04–06."""
+
+COMPARED = {"mIoU": "reported", "mIoU at the last iteration": "reported_last",
+            "gain over source": "source", "gain over adabn": "adabn"}
+"""The quantities :func:`compare` knows: a reported number, or a gain paired on the seed."""
+
+
+def resolution(table: Mapping[str, dict]) -> float | None:
+    """The resolution of a paired gain: :data:`RESOLUTION_FACTOR` × :func:`seed_noise` (the std over
+    seeds of a loss's gain over ``adabn``, pooled over the losses). Introduced in notebook
+    ``05_evaluation``.
+
+    Args:
+        table: :func:`summarize_runs` table of the main benchmark (at least two seeds).
+    Returns:
+        the resolution (fraction), or None with fewer than two seeds.
+    """
+    noise = seed_noise(table)
+    return None if noise is None else RESOLUTION_FACTOR * noise
+
+
+def committed_dose(path: str | os.PathLike | None = None) -> dict:
+    """The dose at the starting point measured for a study (``dose_at_start`` of its main benchmark
+    in ``results.json``; default the committed ``figures/results.json``): per loss ``ratio``, the
+    norm of the target loss's parameter gradient over the source cross-entropy's at λ_T = 1 (mean
+    over ``batches`` batches of the seed-``seed`` source model). Introduced in notebook
+    ``05_evaluation``.
+
+    Returns:
+        ``{"batches", "seed", "methods": {method: {"ratio", ...}}, "lambda_target": {...}}``.
+    Raises:
+        MissingEvidence: the file holds no dose.
+    """
+    if path is None:
+        from .notebook import project_root
+
+        path = project_root() / "figures" / "results.json"
+    data = json.loads(Path(path).read_text())
+    for entry in data["benchmarks"].values():
+        if entry.get("dose_at_start"):
+            return entry["dose_at_start"]
+    raise MissingEvidence(f"no dose_at_start in {path}")
+
+
+def _compared_values(table: Mapping[str, dict], quantity: str, run: str) -> dict[int, float]:
+    key = COMPARED[quantity]
+    if key in ("source", "adabn"):
+        return reported_gains(table, run, key)
+    return seed_values(table[run], key) if run in table else {}
+
+
+def compare(mine: Study, study: Study, quantity: str, run: str, seed: int | None = None) -> dict:
+    """Print one line: the learner's value of ``quantity`` for ``run`` beside the study's mean ± std,
+    and whether it agrees within the study's :func:`resolution`. Introduced in notebook
+    ``05_evaluation``.
+
+    Args:
+        mine: the learner's runs (:func:`load_study`).
+        study: the reference study (:func:`load_committed_study`), at least two seeds.
+        quantity: one of :data:`COMPARED` (``"mIoU"``: test at the dev-chosen evaluation;
+            ``"gain over adabn"``: paired on the seed, ...).
+        run: the run name (``maxsquare``, ``maxsquare-lambda1``, ...).
+        seed: the learner's seed (default: the mean over the learner's seeds).
+    Returns:
+        ``{"mine", "study_mean", "study_std", "difference", "resolution", "agrees"}`` (fractions;
+        ``mine`` and what follows None where the learner has no such run).
+    Raises:
+        KeyError: an unknown quantity.
+    """
+    if quantity not in COMPARED:
+        raise KeyError(f"quantity {quantity!r}: one of {list(COMPARED)}")
+    table = study.tables[study.main]
+    ref = _compared_values(table, quantity, run)
+    study_mean, study_std = mean_std(ref.values())
+    res = resolution(table)
+    values = _compared_values(mine.tables[mine.main], quantity, run) if mine.main else {}
+    if seed is not None:
+        values = {s: v for s, v in values.items() if s == seed}
+    value = mean(values.values())
+    out = {"mine": value, "study_mean": study_mean, "study_std": study_std, "difference": None,
+           "resolution": res, "agrees": None}
+    signed = quantity.startswith("gain")
+
+    def pct(v):
+        return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
+
+    ref_text = "–" if study_mean is None else pct(study_mean) + (
+        "" if study_std is None else f" ± {100 * study_std:.1f}") + f" ({seed_text(ref)})"
+    if value is None or study_mean is None:
+        print(f"{run}, {quantity}: yours – (no such run in {mine.profile}) · study {ref_text}")
+        return out
+    diff = value - study_mean
+    agrees = res is not None and abs(diff) <= res
+    out.update(difference=diff, agrees=agrees)
+    verdict = (f"agrees (within the resolution {100 * res:.1f})" if agrees else
+               f"differs by {100 * diff:+.1f} (more than the resolution {100 * res:.1f})" if res is not None
+               else f"differs by {100 * diff:+.1f} (no resolution: the study has one seed)")
+    print(f"{run}, {quantity}: yours {pct(value)} ({seed_text(values)}, {mine.profile}) · "
+          f"study {ref_text} · {verdict}")
+    return out

@@ -21,7 +21,7 @@ from ...config import LOSS_METHODS, TABLE_METHODS as ADAPT_METHODS
 from ..paper import PAPER_CITATION, PAPER_GTA5_CITYSCAPES
 from ..results import (RARE_SHARE, MissingEvidence, as_records, class_target_share, has_reports, mean,
                        per_class_gains, present, reported_gains, reported_what, seed_text, seed_values,
-                       source_entry, source_on_target)
+                       source_entry, source_on_target, sweep_points)
 from ..style import denormalize_bgr, figure_style, label_panel, legend_handles
 from .base import (FROM_FILES, QUALITATIVE_INDICES, bar_with_seeds, data_config, dataset_label, figure,
                    final_checkpoints, grouped_bar_axes)
@@ -451,3 +451,158 @@ def reliability(profile: str, benchmark: str, runs_root: str | os.PathLike = "ru
         fig.tight_layout()
     return fig
 
+
+
+# ------------------------------------------------------------------------------------ drawn in notebook 05 only
+# (not registered with @figure: they are the chapter's, not files of figures/)
+
+def waterfall_steps(table: Mapping[str, dict], methods: Sequence[str] = ("none",) + LOSS_METHODS
+                    ) -> list[tuple[str, float, float, dict[int, float]]]:
+    """The steps of :func:`waterfall`: the source model's level, then AdaBN's paired gain over it,
+    then each of ``methods``' paired gain over ``adabn`` (each step starts at AdaBN's level).
+    Introduced in notebook ``05_evaluation``.
+
+    Args:
+        table: :func:`~maxsq_lib.course.results.summarize_runs` table with ``dev``/``test`` reports.
+    Returns:
+        ``[(run, base, height, {seed: gain})]`` (fractions): ``("source", 0, level, per seed)``,
+        ``("adabn", level, mean gain over source, ...)``, then one row per method present.
+    Raises:
+        MissingEvidence: no source or ``adabn`` run with reports.
+    """
+    source = source_on_target(table)
+    over_source = reported_gains(table, "adabn", "source")
+    if not source or not over_source:
+        raise MissingEvidence("the waterfall needs the source model and adabn with dev/test reports")
+    level = mean(source.values())
+    steps = [("source", 0.0, level, source), ("adabn", level, mean(over_source.values()), over_source)]
+    adabn = level + steps[1][2]
+    for m in present(table, methods):
+        gains = reported_gains(table, m, "adabn")
+        if gains:
+            steps.append((m, adabn, mean(gains.values()), gains))
+    return steps
+
+
+def waterfall(table: Mapping[str, dict], resolution: float | None = None,
+              methods: Sequence[str] = ("none",) + LOSS_METHODS, benchmark: str = "minicity") -> Figure:
+    """Where the gain over the source model comes from: source → AdaBN → ``none`` and each loss.
+
+    Left: the reported mIoU as a waterfall (the source level, AdaBN's step, then each run's step
+    beyond AdaBN from AdaBN's level); right: the steps beyond AdaBN enlarged, as paired differences
+    with one dot per seed. The grey band is ± ``resolution`` around AdaBN's level (left) and around
+    zero (right): a step inside it is not resolved. Introduced in notebook ``05_evaluation``.
+
+    Args:
+        table: :func:`~maxsq_lib.course.results.summarize_runs` table with ``dev``/``test`` reports.
+        resolution: the band's half-width (fraction; :func:`~maxsq_lib.course.results.resolution`),
+            None for no band.
+        methods: the runs after AdaBN.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: see :func:`waterfall_steps`.
+    """
+    steps = waterfall_steps(table, methods)
+    level, adabn = steps[0][2], steps[1][1] + steps[1][2]
+    seeds = sorted(steps[0][3])
+    with figure_style():
+        fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.1, 1]})
+        for i, (name, base, height, _) in enumerate(steps):
+            ax.bar(i, 100 * height, bottom=100 * base, color=method_registry.color(name), width=0.65)
+            ax.text(i, 100 * (base + max(height, 0)) + 0.3, f"{100 * height:+.1f}" if i else f"{100 * height:.1f}",
+                    ha="center", fontsize=7.5)
+        if resolution is not None:
+            ax.axhspan(100 * (adabn - resolution), 100 * (adabn + resolution), color="#bbbbbb", alpha=0.5, lw=0)
+        ax.axhline(100 * adabn, color="black", lw=0.6, ls=":")
+        ax.set_ylim(100 * level - 4, 100 * adabn + 3)
+        ax.set_xticks(range(len(steps)))
+        ax.set_xticklabels([_label(s[0]) for s in steps], rotation=30, ha="right", fontsize=7.5)
+        ax.set_ylabel("test mIoU (%), dev-chosen")
+        ax.set_title("the steps: source → AdaBN → beyond AdaBN", fontsize=9)
+        later = steps[2:]
+        for i, (name, _, height, per_seed) in enumerate(later):
+            zoom.bar(i, 100 * height, color=method_registry.color(name), width=0.6)
+            zoom.scatter([i] * len(per_seed), [100 * v for v in per_seed.values()], color="black", s=12, zorder=3)
+        if resolution is not None:
+            zoom.axhspan(-100 * resolution, 100 * resolution, color="#bbbbbb", alpha=0.5, lw=0,
+                         label=f"resolution ± {100 * resolution:.1f}")
+            zoom.legend(frameon=False, fontsize=7, loc="upper left")
+        zoom.axhline(0, color="black", lw=0.8)
+        zoom.set_xticks(range(len(later)))
+        zoom.set_xticklabels([_label(s[0]) for s in later], rotation=30, ha="right", fontsize=7.5)
+        zoom.set_ylabel("gain over AdaBN (points, paired)")
+        zoom.set_title("beyond AdaBN, enlarged (dots: seeds)", fontsize=9)
+        fig.suptitle(f"{benchmark}: what BatchNorm does and what each loss adds, {seed_text(seeds)}", fontsize=10)
+        fig.tight_layout()
+    return fig
+
+
+def dose_points(table: Mapping[str, dict], dose: Mapping, methods: Sequence[str] = LOSS_METHODS,
+                key: str = "reported_last") -> dict[str, list[tuple[float, float, float]]]:
+    """The points of :func:`dose_response`: for each loss, its runs at every λ_T (the sweep and the
+    table's run) on the dose's seed, at dose = λ_T × the loss's gradient ratio to the source
+    cross-entropy at the start (``dose["methods"][m]["ratio"]``). Introduced in notebook
+    ``05_evaluation``.
+
+    Args:
+        table: :func:`~maxsq_lib.course.results.summarize_runs` table.
+        dose: :func:`~maxsq_lib.course.results.committed_dose` (or ``dose_evidence``).
+        key: ``reported_last`` (test at the last iteration, where collapse shows) or ``reported``.
+    Returns:
+        ``{method: [(dose, λ_T, mIoU)]}`` sorted by dose (fractions).
+    """
+    seed = dose.get("seed", 0)
+    out = {}
+    for m in methods:
+        ratio = (dose["methods"].get(m) or {}).get("ratio")
+        points = sweep_points(table, m, [seed], key) if ratio is not None else []
+        if points:
+            out[m] = [(lam * ratio, lam, v) for lam, v in points]
+    return out
+
+
+def dose_response(table: Mapping[str, dict], dose: Mapping, resolution: float | None = None,
+                  methods: Sequence[str] = LOSS_METHODS, benchmark: str = "minicity") -> Figure:
+    """The thesis in one picture: test mIoU at the last iteration against the dose, one curve per
+    loss, with AdaBN's level ± ``resolution`` (grey band). If the curves lie on one another, the
+    size of the gradient and not the shape of the loss decides. Introduced in notebook
+    ``05_evaluation``.
+
+    Args:
+        table: :func:`~maxsq_lib.course.results.summarize_runs` table with the λ sweep.
+        dose: :func:`~maxsq_lib.course.results.committed_dose`.
+        resolution: the band's half-width (fraction), None for no band.
+        methods: one curve each.
+        benchmark: name for the title.
+    Returns:
+        the figure.
+    Raises:
+        MissingEvidence: no loss has runs at two λ_T.
+    """
+    points = {m: p for m, p in dose_points(table, dose, methods).items() if len(p) > 1}
+    if not points:
+        raise MissingEvidence(f"no λ sweep in {benchmark}")
+    seed = dose.get("seed", 0)
+    adabn = seed_values(table["adabn"], seeds=[seed]).get(seed) if "adabn" in table else None
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(8.5, 4.6))
+        if adabn is not None:
+            ax.axhline(100 * adabn, color=method_registry.color("adabn"), lw=1.2, label="AdaBN")
+            if resolution is not None:
+                ax.axhspan(100 * (adabn - resolution), 100 * (adabn + resolution), color="#bbbbbb", alpha=0.5,
+                           lw=0, label=f"AdaBN ± resolution ({100 * resolution:.1f})")
+        for m, marker in zip(points, ("s", "o", "^", "v", "D")):
+            x, lams, y = zip(*points[m])
+            ax.plot(x, [100 * v for v in y], marker=marker, ms=6, color=method_registry.color(m), label=_label(m))
+            for xi, lam, yi in zip(x, lams, y):
+                ax.annotate(f"{lam:g}", (xi, 100 * yi), textcoords="offset points", xytext=(4, -9), fontsize=6,
+                            color=method_registry.color(m))
+        ax.set_xscale("log")
+        ax.set_xlabel("dose at the start: λ_T × ‖∇ target loss‖ / ‖∇ source CE‖ (small numbers: λ_T)")
+        ax.set_ylabel("test mIoU at the last iteration (%)")
+        ax.set_title(f"{benchmark}: final test mIoU against the dose, seed {seed}", fontsize=9)
+        ax.legend(frameon=False, fontsize=7, loc="lower left")
+        fig.tight_layout()
+    return fig
