@@ -461,16 +461,3 @@ def test_method_curves_start_at_before_with_the_source_model_and_adabn_apart(tmp
     plt.close(fig)
     with pytest.raises(plots.MissingEvidence, match="no run minent-lambda1 of seed 0"):
         plots.adaptation.method_curves(records, "minent-lambda1", 0)
-
-
-def test_compare_with_study_reads_the_committed_numbers():
-    table = R.load_committed_study().tables["minicity"]
-    lines = plots.adaptation.compare_with_study(table, table, ["maxsquare", "none", "nothing"], seed=0)
-    assert lines[0] == "maxsquare: yours 42.2, study 42.8 ± 0.6 (3 seeds): agrees"
-    assert lines[1] == "none: yours 41.9, study 42.6 ± 0.7 (3 seeds): agrees"
-    assert lines[2] == "nothing: not in your runs"
-    gains = plots.adaptation.compare_with_study(table, table, ["maxsquare_iw_multi"], seed=0, key="gain_over_adabn")
-    assert gains == ["maxsquare_iw_multi: yours +1.1, study +1.0 ± 0.3 (3 seeds): agrees"]
-    far = {"maxsquare": {**table["maxsquare"], "report_miou_mean": 0.45, "report_miou_std": 0.001}}
-    assert plots.adaptation.compare_with_study(table, far, ["maxsquare"])[0].endswith(
-        "differs by -2.8 (more than 0.5)")

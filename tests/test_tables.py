@@ -120,16 +120,20 @@ def test_resolution_is_three_pooled_seed_stds():
 def test_compare_says_agrees_or_differs_against_the_resolution(capsys):
     study = _study({"minent": (0.01, 0.03), "maxsquare": (0.00, 0.04)})  # resolution ≈ 0.067
     res = R.resolution(study.tables["minicity"])
-    close = _study({"minent": (0.05,)}, profile="smoke")  # 0.05 − 0.02 = 0.03 < res
+    close = _study({"minent": (0.05,)}, profile="smoke")  # 0.05 − 0.02 = 0.03 < 3 × 0.0141
     out = R.compare(close, study, "gain over adabn", "minent", seed=0)
     assert out["agrees"] is True and out["difference"] == pytest.approx(0.03)
     assert out["study_mean"] == pytest.approx(0.02) and out["resolution"] == pytest.approx(res)
+    assert out["tolerance"] == pytest.approx(3 * out["study_std"]) and out["study_std"] == pytest.approx(0.02 ** 0.5 / 10)
     line = capsys.readouterr().out
-    assert "minent, gain over adabn: yours +5.0" in line and "study +2.0 ± 1.4" in line and "agrees" in line
-    far = _study({"minent": (0.12,)}, profile="smoke")  # 0.12 − 0.02 = 0.10 > res
+    assert "minent, gain over adabn: yours +5.0" in line and "study +2.0 ± 1.4" in line
+    assert "agrees (within 3 × the study's seed std, 4.2)" in line
+    far = _study({"minent": (0.12,)}, profile="smoke")  # 0.12 − 0.02 = 0.10 > 0.042
     out = R.compare(far, study, "gain over adabn", "minent", seed=0)
     assert out["agrees"] is False and out["difference"] == pytest.approx(0.10)
-    assert f"differs by +10.0 (more than the resolution {100 * res:.1f})" in capsys.readouterr().out
+    assert "differs by +10.0 (more than 3 × the study's seed std, 4.2)" in capsys.readouterr().out
+    # the study's own seed 0 always agrees with itself
+    assert R.compare(study, study, "gain over adabn", "minent", seed=0)["agrees"] is True
     # the absolute number and a run the learner lacks
     assert R.compare(far, study, "mIoU", "minent", seed=0)["mine"] == pytest.approx(0.52)
     missing = R.compare(far, study, "mIoU", "maxsquare", seed=0)

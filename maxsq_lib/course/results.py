@@ -770,8 +770,11 @@ def _compared_values(table: Mapping[str, dict], quantity: str, run: str) -> dict
 
 def compare(mine: Study, study: Study, quantity: str, run: str, seed: int | None = None) -> dict:
     """Print one line: the learner's value of ``quantity`` for ``run`` beside the study's mean ± std,
-    and whether it agrees within the study's :func:`resolution`. Introduced in notebook
-    ``05_evaluation``.
+    and whether it agrees: within :data:`RESOLUTION_FACTOR` × the study's seed std of the same
+    quantity (the rule of :func:`resolution`, applied to what is compared; a study of one seed
+    falls back to the resolution). One seed of the learner's is then judged as one more draw of
+    the study's seeds: the learner's seed-0 run, identical to the study's, always agrees.
+    Introduced in notebook ``05_evaluation``.
 
     Args:
         mine: the learner's runs (:func:`load_study`).
@@ -781,7 +784,7 @@ def compare(mine: Study, study: Study, quantity: str, run: str, seed: int | None
         run: the run name (``maxsquare``, ``maxsquare-lambda1``, ...).
         seed: the learner's seed (default: the mean over the learner's seeds).
     Returns:
-        ``{"mine", "study_mean", "study_std", "difference", "resolution", "agrees"}`` (fractions;
+        ``{"mine", "study_mean", "study_std", "difference", "resolution", "tolerance", "agrees"}`` (fractions;
         ``mine`` and what follows None where the learner has no such run).
     Raises:
         KeyError: an unknown quantity.
@@ -797,7 +800,7 @@ def compare(mine: Study, study: Study, quantity: str, run: str, seed: int | None
         values = {s: v for s, v in values.items() if s == seed}
     value = mean(values.values())
     out = {"mine": value, "study_mean": study_mean, "study_std": study_std, "difference": None,
-           "resolution": res, "agrees": None}
+           "resolution": res, "tolerance": None, "agrees": None}
     signed = quantity.startswith("gain")
 
     def pct(v):
@@ -809,11 +812,13 @@ def compare(mine: Study, study: Study, quantity: str, run: str, seed: int | None
         print(f"{run}, {quantity}: yours – (no such run in {mine.profile}) · study {ref_text}")
         return out
     diff = value - study_mean
-    agrees = res is not None and abs(diff) <= res
-    out.update(difference=diff, agrees=agrees)
-    verdict = (f"agrees (within the resolution {100 * res:.1f})" if agrees else
-               f"differs by {100 * diff:+.1f} (more than the resolution {100 * res:.1f})" if res is not None
-               else f"differs by {100 * diff:+.1f} (no resolution: the study has one seed)")
+    tol = RESOLUTION_FACTOR * study_std if study_std else res
+    agrees = tol is not None and abs(diff) <= tol
+    out.update(difference=diff, agrees=agrees, tolerance=tol)
+    rule = f"{RESOLUTION_FACTOR:g} × the study's seed std" if study_std else "the resolution"
+    verdict = (f"agrees (within {rule}, {100 * tol:.1f})" if agrees else
+               f"differs by {100 * diff:+.1f} (more than {rule}, {100 * tol:.1f})" if tol is not None
+               else f"differs by {100 * diff:+.1f} (no spread: the study has one seed)")
     print(f"{run}, {quantity}: yours {pct(value)} ({seed_text(values)}, {mine.profile}) · "
           f"study {ref_text} · {verdict}")
     return out

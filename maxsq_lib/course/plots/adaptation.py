@@ -405,39 +405,3 @@ def method_curves(runs: Sequence, method: str, seed: int = 0, subset: str = "tes
         fig.suptitle(f"{benchmark}: {method}, seed {seed}", fontsize=10)
         fig.tight_layout()
     return fig
-
-
-def compare_with_study(mine: Mapping[str, dict], study: Mapping[str, dict], names: Sequence[str],
-                       seed: int = 0, key: str = "miou", floor: float = 0.005) -> list[str]:
-    """The learner's reported numbers beside the committed study's, one line per run.
-
-    A value agrees when it lies within 3 × the study's seed std of the study's mean, and never
-    closer than ``floor`` (half a point: runs on another processor or thread count move by about
-    that, README "How close your numbers should come"). Notebook ``04_adaptation`` introduces it.
-
-    Args:
-        mine: the learner's :func:`~maxsq_lib.course.results.summarize_runs` table.
-        study: the committed study's table (:func:`~maxsq_lib.course.results.load_committed_study`).
-        names: runs to compare.
-        seed: the learner's seed.
-        key: ``miou`` (the reported mIoU), ``gain_over_source`` or ``gain_over_adabn`` (paired).
-    Returns:
-        lines ``"<run>: yours 43.1, study 43.2 ± 0.6 (3 seeds): agrees"`` (percent); a run missing
-        on either side says so.
-    """
-    lines = []
-    for name in names:
-        row = ((mine.get(name) or {}).get("seeds") or {}).get(seed) or {}
-        yours = (row.get("report") or {}).get(key)
-        ref, spread = (study.get(name) or {}).get(f"report_{key}_mean"), (study.get(name) or {}).get(f"report_{key}_std")
-        if yours is None or ref is None:
-            lines.append(f"{name}: {'not in your runs' if yours is None else 'not in the study'}")
-            continue
-        n = len((study.get(name) or {}).get("seeds") or {})
-        tol, diff = max(3 * (spread or 0.0), floor), yours - ref
-        verdict = "agrees" if abs(diff) <= tol else f"differs by {100 * diff:+.1f} (more than {100 * tol:.1f})"
-        sign = "+" if key != "miou" else ""
-        shown = [round(100 * v, 1) + 0.0 for v in (yours, ref, spread or 0.0)]  # + 0.0: no "-0.0"
-        lines.append(f"{name}: yours {shown[0]:{sign}.1f}, study {shown[1]:{sign}.1f} ± {shown[2]:.1f} "
-                     f"({n} seed{'' if n == 1 else 's'}): {verdict}")
-    return lines
