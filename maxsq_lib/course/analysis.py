@@ -26,7 +26,7 @@ Per-pixel losses used by the curves: ``H(p) = -Σ_c p_c log p_c`` (entropy) and
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -270,7 +270,7 @@ def _loss_of_probs(name: str, logits: Tensor, ratio: float):
 
 
 def pixel_gradient_norms(logits: Tensor, loss: str = "entropy", wrt: str = "logits",
-                         ratio: float = losses.IW_RATIO) -> Tensor:
+                         ratio: float = losses.IW_RATIO, dtype: torch.dtype = torch.float64) -> Tensor:
     """Per-pixel L2 norm over the classes of a loss's gradient, w.r.t. the logits or the probabilities.
 
     ``wrt="logits"``: autograd of the library's loss (:func:`maxsq_lib.losses.entropy`,
@@ -284,17 +284,19 @@ def pixel_gradient_norms(logits: Tensor, loss: str = "entropy", wrt: str = "logi
 
     Computed image by image (bounded memory); the result is the gradient of the *batch* loss
     (each image's gradient divided by B), since every loss here is the mean of its single-image
-    values. Computed in float64.
+    values. Computed in ``dtype`` on the logits' device (float32 agrees with float64 to about 1e-6
+    relative, tested).
 
     Args:
         logits: raw scores (e.g. the main head on target images), detached or not.
         loss: ``"entropy"``, ``"maxsquare"`` or ``"maxsquare_iw"``.
         wrt: ``"logits"`` or ``"probs"``.
         ratio: the IW exponent α (only for ``maxsquare_iw``).
+        dtype: the floating-point type of the computation.
     Shape:
         (B, C, H, W) -> (B, H, W).
     Returns:
-        float64 norms, on the logits' device.
+        norms in ``dtype``, on the logits' device.
     """
     _check_logits(logits)
     if loss not in LOSS_NAMES:
@@ -303,7 +305,7 @@ def pixel_gradient_norms(logits: Tensor, loss: str = "entropy", wrt: str = "logi
         raise ValueError(f"wrt: expected 'logits' or 'probs', got {wrt!r}")
     batch = logits.shape[0]
     norms = []
-    for image_logits in logits.detach().double().split(1):
+    for image_logits in logits.detach().to(dtype).split(1):
         if wrt == "logits":
             leaf = image_logits.clone().requires_grad_(True)
             value = _loss_of_logits(loss, ratio)(leaf)
@@ -343,7 +345,8 @@ def _shares(weights: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndar
 
 
 def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
-                    bins: Sequence[float] = DEFAULT_BINS, ratio: float = 0.2) -> dict:
+                    bins: Sequence[float] = DEFAULT_BINS, ratio: float = 0.2,
+                    dtype: torch.dtype = torch.float32) -> dict:
     """Share of the total per-pixel gradient norm from each confidence bin and each predicted class.
 
     For each loss, the per-pixel gradient norm ``g_n`` (:func:`pixel_gradient_norms`, w.r.t. the
@@ -353,11 +356,20 @@ def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
     and class is returned beside it: a loss favours a group when its gradient share exceeds its
     pixel share. Introduced in notebook ``03_gradient_analysis``.
 
+    Memory: the gradients are taken image by image on the logits' device, so besides the logits
+    themselves (``B·C·H·W`` numbers) it holds a few single-image tensors of ``C·H·W``. At full
+    resolution of the paper profile that is too much for the host; pass logits sampled on a grid
+    (:func:`target_logits`, :func:`grid_stride`): the shares on a stride-s grid equal the full
+    computation's within sampling error (tested), since every loss here is a sum of per-pixel terms
+    (IW's weights, taken from the sampled argmax histogram, change by a constant factor that cancels).
+
     Args:
-        logits: raw scores of target images (main head).
+        logits: raw scores of target images (main head), full resolution or sampled on a grid.
         losses: any of ``"entropy"``, ``"maxsquare"``, ``"maxsquare_iw"``.
         bins: increasing edges spanning [0, 1].
         ratio: the IW exponent α of ``maxsquare_iw``.
+        dtype: the floating-point type of the computation (float32 agrees with float64 to 1e-5
+            on every share, tested).
     Shape:
         logits (B, C, H, W); with K = len(bins) - 1 the arrays below are (K,) per bin, (C,) per
         class.
@@ -376,9 +388,9 @@ def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
         raise ValueError(f"losses: expected a non-empty subset of {LOSS_NAMES}, got {list(losses)}")
     num_classes = logits.shape[1]
     with torch.no_grad():
-        probs = loss_module.softmax_probabilities(logits.detach().double())
+        probs = loss_module.softmax_probabilities(logits.detach().to(dtype))
         confidence, predicted = probs.max(dim=1)
-    confidence_np = confidence.cpu().numpy().ravel()
+    confidence_np = confidence.cpu().double().numpy().ravel()
     predicted_np = predicted.cpu().numpy().ravel()
     bin_of_pixel = _bin_index(confidence_np, edges)
     num_bins = len(edges) - 1
@@ -393,7 +405,7 @@ def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
     }
     for wrt in ("logits", "probs"):
         for name in losses:
-            norms = pixel_gradient_norms(logits, name, wrt, ratio).cpu().numpy().ravel()
+            norms = pixel_gradient_norms(logits, name, wrt, ratio, dtype).cpu().double().numpy().ravel()
             result[wrt][name] = {
                 "bin": _shares(norms, bin_of_pixel, num_bins),
                 "class": _shares(norms, predicted_np, num_classes),
@@ -401,6 +413,120 @@ def gradient_shares(logits: Tensor, losses: Sequence[str] = LOSS_NAMES,
                 "mean_norm": float(norms.mean()),
             }
     return result
+
+
+MAX_PIXELS_PER_IMAGE = 32_768
+"""Pixel budget per image of :func:`target_logits`: MiniCity's 128×64 maps are kept whole; the paper
+profile's 1024×512 ones are sampled on every 4th row and column (32,768 pixels)."""
+
+
+def grid_stride(height: int, width: int, max_pixels: int = MAX_PIXELS_PER_IMAGE) -> int:
+    """The smallest stride ``s`` whose grid ``[::s, ::s]`` keeps at most ``max_pixels`` pixels.
+
+    Args:
+        height, width: the logit map's size.
+        max_pixels: the budget per image (≥ 1).
+    Returns:
+        s ≥ 1 (1: the whole map fits).
+    """
+    if height < 1 or width < 1 or max_pixels < 1:
+        raise ValueError(f"grid_stride: expected positive sizes, got height={height}, width={width}, "
+                         f"max_pixels={max_pixels}")
+    stride = 1
+    while -(-height // stride) * -(-width // stride) > max_pixels:
+        stride += 1
+    return stride
+
+
+def logit_bytes(num_images: int, height: int, width: int, num_classes: int, stride: int = 1,
+                dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of one ``(B, C, H, W)`` tensor of logits sampled on a stride-``stride`` grid:
+    pixels × classes × bytes per number. The measurement holds the logits and, per image, a few
+    tensors of that image's size. Introduced in notebook ``03_gradient_analysis``.
+
+    Args:
+        num_images: B.
+        height, width: the full logit map's size.
+        num_classes: C.
+        stride: the grid stride (:func:`grid_stride`).
+        dtype: the floating-point type.
+    Returns:
+        the size in bytes.
+    """
+    pixels = -(-height // stride) * -(-width // stride)
+    return num_images * pixels * num_classes * torch.empty((), dtype=dtype).element_size()
+
+
+def target_logits(model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu",
+                  max_pixels: int = MAX_PIXELS_PER_IMAGE, chunk: int = 8) -> tuple[Tensor, int]:
+    """Main-head logits of target images, sampled on a fixed grid, in float32 on ``device``.
+
+    The images go through the model ``chunk`` at a time and each logit map is cut to every
+    ``s``-th row and column (:func:`grid_stride`) before the next chunk, so the full-resolution maps
+    never coexist: at the paper profile 64 maps of 1024×512 with 19 classes would be 2.5 GB in
+    float32 (5.1 GB in float64), the stride-4 grid keeps 159 MB. Introduced in notebook
+    ``03_gradient_analysis``.
+
+    Args:
+        model: the segmentation model, on ``device``, in eval mode.
+        images: preprocessed images (on any device).
+        device: where the model runs and the logits stay.
+        max_pixels: the pixel budget per image.
+        chunk: images per forward pass.
+    Shape:
+        images (B, 3, H, W) -> logits (B, C, ceil(H/s), ceil(W/s)).
+    Returns:
+        ``(logits, s)``.
+    """
+    stride = grid_stride(images.shape[-2], images.shape[-1], max_pixels)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, images.shape[0], chunk):
+            out = model(images[start:start + chunk].to(device))
+            main = out[0] if isinstance(out, (tuple, list)) else out
+            parts.append(main[..., ::stride, ::stride].float())
+    return torch.cat(parts), stride
+
+
+STUDY_SHARES_ABOVE: dict[str, tuple[float, float]] = {
+    "pixels": (0.66843, 0.00597),
+    "entropy": (0.29971, 0.00591),
+    "maxsquare": (0.25118, 0.00445),
+    "maxsquare_iw": (0.23896, 0.00373),
+}
+"""The committed study's step-0 shares above max p 0.9, mean and std (ddof 1) over seeds 0, 1, 2:
+the pixels, and each loss's per-pixel logit gradient norm. Measured by the training-time probe
+(:mod:`maxsq_lib.engine.probe`) at iteration 0 of the runs ``minent``, ``maxsquare`` and
+``maxsquare_iw`` of ``make study`` (cpu profile, MiniCity, the study behind ``figures/``): 200
+target val images, the source model with BatchNorm statistics re-estimated on target train images
+(the ``adabn`` model); iteration 0 of ``figures/gradient_shares_during.png`` draws seed 0."""
+
+
+def compare_shares(above: Mapping[str, float], study: Mapping[str, tuple[float, float]] = STUDY_SHARES_ABOVE,
+                   factor: float = 3.0) -> dict[str, bool]:
+    """Print one line per quantity: the learner's share above 0.9 beside the study's mean ± std,
+    and whether it agrees: within ``factor`` × the study's seed std (the course's one rule,
+    :func:`maxsq_lib.course.results.compare`). Introduced in notebook ``03_gradient_analysis``.
+
+    Args:
+        above: a :func:`share_above` result (its ``pixels`` and ``logits/<loss>`` entries).
+        study: quantity -> (mean, std) (default :data:`STUDY_SHARES_ABOVE`).
+        factor: the tolerance in seed stds.
+    Returns:
+        quantity -> agrees.
+    """
+    verdicts = {}
+    for name, (mean_value, std_value) in study.items():
+        key = name if name == "pixels" else f"logits/{name}"
+        if key not in above:
+            continue
+        diff = above[key] - mean_value
+        verdicts[name] = abs(diff) <= factor * std_value
+        what = "pixels" if name == "pixels" else f"{LOSS_LABELS[name]}'s logit gradient"
+        print(f"share of {what} above 0.9: yours {100 * above[key]:.1f} % · study {100 * mean_value:.1f} ± "
+              f"{100 * std_value:.1f} % (3 seeds) · " + ("agrees" if verdicts[name] else
+              f"differs by {100 * diff:+.1f}") + f" (tolerance {100 * factor * std_value:.1f})")
+    return verdicts
 
 
 def share_above(shares: dict, threshold: float = 0.9) -> dict[str, float]:

@@ -21,7 +21,7 @@ from ... import methods as method_registry
 from ...config import LOSS_METHODS
 from ..analysis import LOSS_LABELS, LOSS_METHOD, binary_gradient_curves, gradient_peaks
 from ..results import MissingEvidence, as_records, probe_entries, run_at
-from ..style import denormalize_bgr, figure_style, label_panel
+from ..style import denormalize_bgr, figure_style, label_panel, legend_handles
 from .base import FROM_FILES, data_config, figure, final_checkpoints
 
 _label = method_registry.label
@@ -269,9 +269,11 @@ def curves(binary: dict, multiclass: dict | None = None, marks: Sequence[float] 
 
 
 def shares(measured: dict, class_names: Sequence[str] | None = None):
-    """2×2 bars: gradient share per confidence bin (left) and per predicted class (right),
-    w.r.t. the logits (top) and the probabilities (bottom), grouped by loss, with the pixel share
-    (grey) as the reference.
+    """2×2 difference bars: each loss's gradient share minus the pixel share, per confidence bin
+    (left) and per predicted class (right), w.r.t. the logits (top) and the probabilities (bottom).
+
+    A bar above zero means the loss trains that group more than its number of pixels; the pixel
+    share itself is in the bin labels, so no bar repeats it. Notebook ``03_gradient_analysis``.
 
     Args:
         measured: a :func:`~maxsq_lib.course.analysis.gradient_shares` result.
@@ -280,37 +282,41 @@ def shares(measured: dict, class_names: Sequence[str] | None = None):
         a matplotlib figure.
     """
     edges = np.asarray(measured["bin_edges"])
-    bin_labels = [f"[{lo:g}, {hi:g})" if k < len(edges) - 2 else f"[{lo:g}, {hi:g}]"
-                  for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
-    num_classes = len(measured["pixels"]["class"])
+    pixels = measured["pixels"]
+    bin_labels = [f"{lo:g}–{hi:g}\n{100 * share:.0f} % px"
+                  for lo, hi, share in zip(edges[:-1], edges[1:], pixels["bin"])]
+    num_classes = len(pixels["class"])
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 6.4), constrained_layout=True,
+    class_labels = [f"{n} ({100 * share:.0f} %)" for n, share in zip(names, pixels["class"])]
+    fig, axes = plt.subplots(2, 2, figsize=(12, 6.4), constrained_layout=True, sharey="row",
                              gridspec_kw={"width_ratios": [len(bin_labels), max(num_classes, 1)]})
     for row, wrt in enumerate(("logits", "probs")):
-        for col, (group, labels) in enumerate((("bin", bin_labels), ("class", names))):
+        for col, (group, labels) in enumerate((("bin", bin_labels), ("class", class_labels))):
             ax = axes[row, col]
-            series = [("pixels", measured["pixels"][group], "#bbbbbb")]
-            series += [(LOSS_LABELS[name], entry[group], _loss_color(name))
-                       for name, entry in measured[wrt].items()]
+            series = list(measured[wrt].items())
             width = 0.8 / len(series)
             x = np.arange(len(labels))
-            for k, (label, values, color) in enumerate(series):
-                ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, color=color,
-                       label=label if (row, col) == (0, 0) else None)
+            for k, (name, entry) in enumerate(series):
+                ax.bar(x + (k - (len(series) - 1) / 2) * width, 100 * (entry[group] - pixels[group]), width,
+                       color=_loss_color(name), label=LOSS_LABELS[name] if (row, col) == (0, 0) else None)
+            ax.axhline(0.0, color="black", lw=0.8)
             ax.set_xticks(x)
             ax.set_xticklabels(labels, rotation=0 if group == "bin" else 45,
-                               ha="center" if group == "bin" else "right")
-            what = "max probability bin" if group == "bin" else "predicted class"
-            ax.set_title(f"share of gradient norm w.r.t. {'logits' if wrt == 'logits' else 'probabilities'}"
-                         f", by {what}")
-            ax.set_ylabel("share")
-    fig.legend(loc="outside upper center", ncol=4, fontsize=8)
+                               ha="center" if group == "bin" else "right", fontsize=7.5)
+            what = "max probability bin (pixel share)" if group == "bin" else "predicted class (pixel share)"
+            ax.set_title(f"w.r.t. the {'logits' if wrt == 'logits' else 'probabilities'}, by {what}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel("gradient share − pixel share\n(percentage points)")
+    fig.legend(loc="outside upper center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Where each loss puts its gradient, against where the pixels are "
+                 "(above 0: more gradient than pixels)", fontsize=10)
     return fig
 
 
 def iw_weights(images: np.ndarray, predictions: np.ndarray, weights: np.ndarray,
                class_set, ratio: float = 0.2):
-    """One row per image: the image, its prediction, and the IW weight map relative to uniform.
+    """One row per image: the image, its prediction (with a legend of the classes it shows), and the
+    IW weight map relative to uniform.
 
     The map shows ``w_n · N`` (N = pixels of the image), which equals ``(N / N_c)^α`` wherever
     the clamp ``max(·, 1)`` is inactive: 1 for a class covering the whole image, larger for rarer
@@ -350,4 +356,8 @@ def iw_weights(images: np.ndarray, predictions: np.ndarray, weights: np.ndarray,
             axes[row, 1].set_title("source model's prediction")
             axes[row, 2].set_title(rf"IW weight $\times N = (N/N_c)^{{{ratio:g}}}$")
     fig.colorbar(shown, ax=axes[:, 2], shrink=0.8)
+    present = np.unique(np.asarray(predictions))
+    handles = [h for c, h in enumerate(legend_handles(class_set)) if c in present]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=7,
+               frameon=False, title="predicted class", title_fontsize=7.5)
     return fig
