@@ -461,3 +461,35 @@ def test_method_curves_start_at_before_with_the_source_model_and_adabn_apart(tmp
     plt.close(fig)
     with pytest.raises(plots.MissingEvidence, match="no run minent-lambda1 of seed 0"):
         plots.adaptation.method_curves(records, "minent-lambda1", 0)
+
+
+def test_frequency_difference_draws_the_source_mix_and_the_differences_in_points():
+    freqs = {"source": np.array([0.5, 0.3, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+             "target": np.array([0.4, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])}
+    fig = plots.data.frequency_difference(freqs, MINICITY_10)
+    ref_ax, diff_ax = fig.axes[:2]
+    widths = [p.get_width() for p in ref_ax.patches]
+    assert widths[:3] == pytest.approx([50.0, 30.0, 20.0]) and all(np.isnan(widths[3:]))  # never drawn: no bar
+    assert [p.get_width() for p in diff_ax.patches][:3] == pytest.approx([-10.0, 0.0, 10.0])
+    assert ref_ax.get_yticklabels()[0].get_text() == "road" and ref_ax.get_yticks()[0] == 9  # road on top
+    plt.close(fig)
+    with pytest.raises(ValueError, match="two domains"):
+        plots.data.frequency_difference({"source": freqs["source"]}, MINICITY_10)
+    with pytest.raises(ValueError, match="shape"):
+        plots.data.frequency_difference({"a": np.ones(3), "b": np.ones(3)}, MINICITY_10)
+
+
+def test_calibration_curve_and_shift_strip_draw_what_they_are_given():
+    curve = {0.0: 0.66, 0.5: 0.32, 1.0: 0.17}
+    fig = plots.data.calibration_curve(curve, 0.67, 0.5, images=100, profile="cpu")
+    line, source, default = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [0.0, 0.5, 1.0] and list(line.get_ydata()) == pytest.approx([66, 32, 17])
+    assert source.get_ydata()[0] == pytest.approx(67.0) and default.get_xdata()[0] == 0.5
+    assert fig.axes[0].get_legend() is None                                   # labels on the lines instead
+    plt.close(fig)
+    image = np.zeros((4, 8, 3), np.uint8)
+    label = np.full((4, 8), 7, np.uint8)                                      # Cityscapes id 7: road
+    fig = plots.data.shift_strip(image, [image, image], label, [0.0, 0.5], default_shift=0.5)
+    assert [ax.get_title() for ax in fig.axes[1:3]] == ["shift 0", "shift 0.5\n(default)"]
+    assert len(fig.axes) == 4
+    plt.close(fig)

@@ -5,13 +5,16 @@ domains (the class imbalance that makes entropy minimisation favour easy classes
 from :func:`maxsq_lib.course.stats.class_frequencies`); :func:`sample_grid` shows images beside their
 coloured labels, one column pair per domain. :func:`benchmark_frequencies` and
 :func:`benchmark_samples` are the course figures of a benchmark's source train and target val sets
-(registered, :func:`~maxsq_lib.course.plots.base.figure`).
+(registered, :func:`~maxsq_lib.course.plots.base.figure`). For the chapter itself (not registered):
+:func:`chapter_domains` (the datasets it compares), :func:`frequency_difference` (the class mix of
+the source and how the other domains differ from it), :func:`shift_strip` and
+:func:`calibration_curve` (MiniCity's ``shift`` knob).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -177,3 +180,153 @@ def benchmark_samples(profile: str, benchmark: str, data_root: str | None = None
                            indices={n: [i for i in QUALITATIVE_INDICES if i < len(d)] for n, d in datasets.items()})
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise MissingEvidence(f"cannot read the data of {benchmark}: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------ chapter 01
+
+def chapter_domains(cfg, city: str | None = "Rome") -> dict[str, object]:
+    """The labelled datasets notebook ``01_data`` compares: the source training split, the target
+    val split and, where the target is not NTHU, one NTHU-layout city's test split.
+
+    Args:
+        cfg: the run config of the chapter (:func:`maxsq_lib.course.config_for`).
+        city: the NTHU-layout city shown beside source and target (None: none).
+    Returns:
+        figure name of the domain -> dataset (items ``(image, label, name)``, no augmentation).
+    Raises:
+        DatasetError: a dataset is not in place (its message names the expected path).
+    """
+    from ...data import get_dataset
+
+    d = cfg.data
+    out = {f"{dataset_label(d.source, cfg.profile)} {d.source_split} (source)": get_dataset(
+        d.source, root=d.root, split=d.source_split, size=tuple(d.source_size), num_classes=d.num_classes,
+        city=d.city if d.source == "nthu" else None)}
+    target = d.city if d.target == "nthu" else dataset_label(d.target, cfg.profile)
+    out[f"{target} {d.val_split} (target)"] = get_dataset(
+        d.target, root=d.root, split=d.val_split, size=tuple(d.val_size), num_classes=d.num_classes,
+        city=d.city if d.target == "nthu" else None)
+    if city is not None and d.target != "nthu":
+        out[f"{city} test (NTHU layout)"] = get_dataset("nthu", root=d.root, split="test", size=tuple(d.val_size),
+                                                         num_classes=d.num_classes, city=city)
+    return out
+
+
+def frequency_difference(freqs_by_domain: Mapping[str, np.ndarray], class_set: ClassSet | int | str,
+                         title: str | None = None) -> Figure:
+    """The class mix of the first domain, and how every other domain differs from it.
+
+    Left: the first domain's share of labelled pixels per class (log axis: the imbalance). Right:
+    each other domain's share minus the first's, in percentage points (a difference plot: what
+    changes between the domains, not what they share). Notebook ``01_data``.
+
+    Args:
+        freqs_by_domain: domain name -> (C,) pixel fractions (:func:`~maxsq_lib.course.stats.class_frequencies`),
+            the reference domain first.
+        class_set: the class set (names on the y axis), or its size or name.
+        title: the figure's title.
+    Returns:
+        the figure.
+    Raises:
+        ValueError: fewer than two domains, or frequencies of the wrong shape.
+    """
+    cs = class_set if isinstance(class_set, ClassSet) else class_set_for(class_set)
+    names = list(freqs_by_domain)
+    if len(names) < 2:
+        raise ValueError(f"frequency_difference needs two domains or more, got {names}")
+    freqs = {n: np.asarray(freqs_by_domain[n], dtype=float) * 100.0 for n in names}
+    for n, f in freqs.items():
+        if f.shape != (cs.num_classes,):
+            raise ValueError(f"frequencies of {n!r} have shape {f.shape}, expected ({cs.num_classes},)")
+    ref, others = names[0], names[1:]
+    y = np.arange(cs.num_classes)[::-1]  # the first class on top
+    with figure_style():
+        fig, (ax_ref, ax_diff) = plt.subplots(1, 2, figsize=(9.5, 0.28 * cs.num_classes + 1.6), sharey=True,
+                                              gridspec_kw={"width_ratios": (1, 1.3)})
+        shown = np.where(freqs[ref] > 0, freqs[ref], np.nan)  # a class never drawn has no bar on a log axis
+        ax_ref.barh(y, shown, color=_DOMAIN_COLORS[0], height=0.7)
+        ax_ref.set_xscale("log")
+        ax_ref.set_xlabel("share of labelled pixels (%, log)")
+        ax_ref.set_title(f"{ref}: the class mix")
+        height = 0.8 / len(others)
+        for k, n in enumerate(others):
+            ax_diff.barh(y + (len(others) - 1) / 2 * height - k * height, freqs[n] - freqs[ref], height=height,
+                         color=_DOMAIN_COLORS[(k + 1) % len(_DOMAIN_COLORS)], label=f"{n} − source")
+        ax_diff.axvline(0, color="black", lw=0.6)
+        ax_diff.set_xlabel("difference of share (percentage points)")
+        ax_diff.set_title("how the other domains differ from it")
+        ax_ref.set_yticks(y)
+        ax_ref.set_yticklabels(cs.class_names)
+        fig.legend(*ax_diff.get_legend_handles_labels(), loc="lower center", ncol=len(others), frameon=False,
+                   fontsize=8)
+        fig.suptitle(title or f"Class frequencies per domain ({cs.name})")
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def shift_strip(source_image: np.ndarray, images: Sequence[np.ndarray], label_ids: np.ndarray,
+                shifts: Sequence[float], default_shift: float, data_shift: float | None = None) -> Figure:
+    """One MiniCityscapes layout rendered at several shifts, beside a source image and the layout's
+    label (the same at every shift). Notebook ``01_data``.
+
+    Args:
+        source_image: (H, W, 3) uint8, a MiniGTA image (another layout).
+        images: one (H, W, 3) uint8 render per shift.
+        label_ids: (H, W) MiniCity label ids of the layout.
+        shifts: the shifts of ``images``.
+        default_shift: the calibrated default, marked in its title.
+        data_shift: the shift of the data on disk, marked where it is not the default.
+    Returns:
+        the figure.
+    """
+    cs = class_set_for("minicity10")
+    n = len(shifts) + 2
+    with figure_style():
+        fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 1.9))
+        axes[0].imshow(source_image)
+        axes[0].set_title("a source image\n(another layout)")
+        for ax, s, img in zip(axes[1:], shifts, images):
+            ax.imshow(img)
+            mark = "\n(default)" if s == default_shift else "\n(data on disk)" if s == data_shift else ""
+            ax.set_title(f"shift {s:g}{mark}")
+        label_panel(axes[-1], cs.cityscapes_id_lut[label_ids], cs, title="its label\n(every shift)")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.suptitle("One target layout as the shift grows from the source look (0) to the full target look (1)",
+                     fontsize=9)
+        fig.tight_layout()
+    return fig
+
+
+def calibration_curve(curve: Mapping[float, float], on_source: float, default_shift: float,
+                      images: int, profile: str) -> Figure:
+    """The source-only model's mIoU on the same target layouts rendered at each shift, with its
+    mIoU on source val as a reference line. Notebook ``01_data``.
+
+    Args:
+        curve: shift -> mIoU (fraction), from :func:`maxsq_prep.calibrate_shift.shift_curve`.
+        on_source: the same model's mIoU on source val (fraction).
+        default_shift: the calibrated default shift, marked.
+        images: how many val layouts the curve scored.
+        profile: the profile of the source model (in the title).
+    Returns:
+        the figure.
+    """
+    xs = sorted(curve)
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(5.6, 3.4))
+        ax.plot(xs, [100 * curve[s] for s in xs], "o-", color=_DOMAIN_COLORS[0])
+        ax.axhline(100 * on_source, color=_DOMAIN_COLORS[2], ls="--", lw=1)
+        ax.axvline(default_shift, color=_DOMAIN_COLORS[3], ls=":", lw=1.5)
+        # labels on the lines instead of a legend that would cover the curve
+        ax.annotate("the same model on source val", (xs[-1], 100 * on_source), xytext=(0, 4),
+                    textcoords="offset points", ha="right", fontsize=7.5, color=_DOMAIN_COLORS[2])
+        ax.annotate(f"default {default_shift:g}", (default_shift, 3), xytext=(4, 0), textcoords="offset points",
+                    fontsize=7.5, color=_DOMAIN_COLORS[3])
+        ax.set_xlabel("shift (0 = source look, 1 = full target look)")
+        ax.set_ylabel("target mIoU (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"Source-only model ({profile}) on {images} target val layouts, per shift", fontsize=9)
+        fig.tight_layout()
+    return fig
