@@ -460,3 +460,33 @@ def test_batchnorm_statistics_from_evenly_spread_images(source_run, smoke_root):
     subset = torch.utils.data.Subset(target, [i * n // 4 for i in range(4)])
     reestimate_batchnorm(model, subset, cfg.adapt.target_batch_size, "cpu", amp=cfg.amp, channels_last=True)
     torch.testing.assert_close(model.state_dict()["bn1.running_mean"], state["bn1.running_mean"])
+
+
+def test_evaluation_with_workers_and_int16_labels_equals_the_serial_int64_one(source_run, smoke_root):
+    """Workers and int16 labels in transit change nothing: the same confusion matrix and entropy as
+    a hand loop over the dataset's int64 labels, in the main process."""
+    from maxsq_lib import metrics as M
+    from maxsq_lib.engine.build import build_dataset, build_model
+    from maxsq_lib.engine.evaluation import normalized_entropy, predict_probabilities
+
+    runs, _ = source_run
+    cfg = smoke_cfg(smoke_root, runs)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(run_dir_for(cfg, "source") / "final.pt", weights_only=True)["model"])
+    model.eval()
+    val = build_dataset(cfg, "val")
+    hand = M.ConfusionMatrix(cfg.data.num_classes)
+    entropy = []
+    with torch.no_grad():
+        for i in range(len(val)):
+            image, label, _ = val[i]
+            assert label.dtype == torch.int64  # items keep int64; only batches travel as int16
+            probs = predict_probabilities(model, image[None])
+            hand.update(probs.max(dim=1).indices, label[None])
+            entropy.append(normalized_entropy(probs).sum(dtype=torch.float64) / label.numel())
+    results = {w: evaluate(model, val, cfg.data.num_classes, workers=w, progress=False)
+               for w in (0, 2)}
+    for result in results.values():
+        assert torch.equal(result.confusion, hand.matrix)
+        assert result.mean_entropy == pytest.approx(float(torch.stack(entropy).mean()), rel=1e-14)
+    assert results[0].mean_entropy == results[2].mean_entropy

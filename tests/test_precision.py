@@ -98,3 +98,41 @@ def test_the_precision_comparison_by_hand():
     assert "| maxsquare | 0, 1 | 43.25 | 43.00 | +0.75 ± 0.35 | +0.25 ± 0.35 | -0.50 | 0.35 | **no** |" in text
     assert "Gains over adabn that agree: 0 of 1." in text
     assert "| maxsquare | 1 | 3 | **no** |" in text and "Skipped: no model." in text
+
+
+def test_the_loss_scaler_scales_both_backward_passes(smoke_root, tmp_path):
+    """The fp16 wiring on the CPU: with a scaler at 2**4 the gradients of the summed step (source
+    and target backward) are exactly 16 × the unscaled ones, so one scaler.step unscales both."""
+    from maxsq_lib.engine.build import build_dataset, build_model
+    from maxsq_lib.engine.sampling import collate
+    from maxsq_lib.engine.trainer import plan_for, train_step
+
+    cfg = smoke_cfg(smoke_root, tmp_path, "maxsquare_iw")
+    plan = plan_for(cfg, "adapt")
+    images, labels, _ = collate([build_dataset(cfg, "source")[i] for i in range(2)])
+    target = collate([build_dataset(cfg, "target")[i] for i in range(2)])
+    assert labels.dtype == torch.int16 and int(labels.min()) >= -1
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    grads = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=16.0)):
+        model.zero_grad(set_to_none=True)
+        logs = train_step(model, plan, images, labels, iter([target]), "cpu", cfg, scaler)
+        assert logs["loss"].isfinite()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) > 0
+    for plain, scaled in zip(*grads):
+        torch.testing.assert_close(scaled, 16 * plain, rtol=1e-6, atol=0)
+
+
+def test_an_fp16_run_trains_with_loss_scaling(smoke_root, tmp_path):
+    source = smoke_cfg(smoke_root, tmp_path, source={"iterations": 2, "schedule_horizon": 2})
+    train(source, "source", progress=False)
+    cfg = smoke_cfg(smoke_root, tmp_path, "maxsquare", amp="fp16", source={"iterations": 2, "schedule_horizon": 2})
+    metrics = train(cfg, "adapt", progress=False)
+    assert metrics["precision"]["amp"] == "fp16"
+    assert all(r["finite"] for r in metrics["train_log"]) and len(metrics["train_log"]) == 2
+    state = torch.load(run_dir_for(cfg, "adapt") / "last.pt", weights_only=True)
+    scaler = state["extra"]["scaler"]
+    # GradScaler's defaults: 2**16, halved at each overflow, doubled after 2000 clean steps
+    assert scaler["scale"] in {2.0 ** k for k in range(17)} and scaler["growth_interval"] == 2000

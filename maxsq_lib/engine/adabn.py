@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..models import unwrap_model
 from .precision import autocast
+from .sampling import loader_options
 
 
 def statistics_images(dataset, count: int | None):
@@ -38,7 +39,8 @@ def statistics_images(dataset, count: int | None):
 
 @torch.no_grad()
 def reestimate_batchnorm(model: torch.nn.Module, dataset, batch_size: int, device: torch.device | str,
-                         progress: bool = False, amp: str = "none", channels_last: bool = False) -> int:
+                         progress: bool = False, amp: str = "none", channels_last: bool = False,
+                         workers: int = 0) -> int:
     """Replace every BatchNorm layer's running statistics by their average over ``dataset``.
 
     Args:
@@ -50,6 +52,7 @@ def reestimate_batchnorm(model: torch.nn.Module, dataset, batch_size: int, devic
         amp: the forward passes' precision (:func:`maxsq_lib.engine.precision.autocast`); the
             statistics are accumulated in float32 either way.
         channels_last: feed channels-last inputs.
+        workers: DataLoader workers (pinned memory on CUDA).
     Returns:
         the number of images seen.
     """
@@ -62,11 +65,11 @@ def reestimate_batchnorm(model: torch.nn.Module, dataset, batch_size: int, devic
     net.train()
     seen = 0
     try:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_options(workers, device))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         for images, _labels, _names in tqdm(loader, desc="adabn", disable=not progress, leave=False):
             with autocast(device, amp):
-                net(images.to(device).contiguous(memory_format=memory_format), with_aux=False)
+                net(images.to(device, non_blocking=True).contiguous(memory_format=memory_format), with_aux=False)
             seen += len(images)
     finally:
         for m, momentum in zip(layers, momenta):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as tdist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,42 @@ def all_reduce_sum(tensor: torch.Tensor, dist: DistInfo) -> torch.Tensor:
     if dist.enabled:
         tdist.all_reduce(tensor, op=tdist.ReduceOp.SUM)
     return tensor
+
+
+def all_true(flag, dist: DistInfo, device) -> bool:
+    """Whether ``flag`` holds on every rank (one all-reduce), so that all ranks take the same branch:
+    a rank that stopped alone would leave the others waiting at their next collective forever.
+
+    Args:
+        flag: this rank's bool (or bool tensor).
+        dist: distributed info.
+        device: where the process group reduces (CUDA for NCCL).
+    Returns:
+        the agreed bool.
+    """
+    t = torch.as_tensor(flag, device=device).to(torch.int32).reshape(1)
+    if dist.enabled:
+        tdist.all_reduce(t, op=tdist.ReduceOp.MIN)
+    return bool(t)
+
+
+def average_batchnorm(model: torch.nn.Module, dist: DistInfo) -> None:
+    """Average every BatchNorm layer's running mean and variance over ranks (one all-reduce), so
+    that the ranks evaluate, and rank 0 saves, one model: each rank's statistics moved with its own
+    batches. Identity for a single process.
+
+    Args:
+        model: the bare network.
+        dist: distributed info.
+    """
+    buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var) if b is not None]
+    if not dist.enabled or not buffers:
+        return
+    flat = _flatten_dense_tensors(buffers)
+    tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
+    for buffer, mean in zip(buffers, _unflatten_dense_tensors(flat / dist.world, buffers)):
+        buffer.copy_(mean)
 
 
 def barrier(dist: DistInfo) -> None:

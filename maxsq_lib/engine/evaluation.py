@@ -30,6 +30,7 @@ from ..labels import ClassSet, class_set_for
 from ..models import unwrap_model
 from .distributed import DistInfo, all_reduce_sum, single_process
 from .precision import autocast
+from .sampling import loader_options
 
 
 def predict_probabilities(model: torch.nn.Module, images: Tensor, flip: bool = False,
@@ -128,11 +129,6 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _collate_eval(batch):
-    images, labels, names = zip(*batch)
-    return torch.stack(images), list(labels), list(names)
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *,
              device: torch.device | str = "cpu", flip: bool = False, batch_size: int = 1,
@@ -150,7 +146,8 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         flip: flip ensembling (mean of softmaxes).
         batch_size: images per forward pass (labels of one batch must share a size).
         limit: evaluate only the first ``limit`` items.
-        workers: DataLoader workers.
+        workers: DataLoader workers (the profile's ``data.workers`` in the engine); pinned memory
+            on CUDA, int16 labels in transit (:func:`maxsq_lib.engine.sampling.loader_options`).
         amp: ``"none"`` (float32), ``"bf16"``/``"fp16"`` autocast for the forward pass, or
             ``"auto"`` (:func:`maxsq_lib.engine.precision.resolve_amp`).
         channels_last: feed channels-last inputs.
@@ -172,7 +169,7 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
     n = len(dataset) if limit is None else min(limit, len(dataset))
     indices = list(range(dist.rank, n, dist.world))
     loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate_eval)
+                        **loader_options(workers, device))
     was_training = model.training
     model.eval()
     accumulator = metrics.ConfusionMatrix(cs.num_classes, device=device)
@@ -186,7 +183,7 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         images = images.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        label = torch.stack(labels).to(device, non_blocking=True)
+        label = labels.to(device, non_blocking=True).long()
         out_size = tuple(label.shape[-2:])
         full_res |= out_size != tuple(images.shape[-2:])
         with autocast(device, amp):

@@ -6,6 +6,11 @@ iteration ``t`` of rank ``r`` (of ``world`` ranks, batch size ``b``) reads strea
 ``(t·world + r)·b ... (t·world + r)·b + b − 1``. Resuming at iteration ``t`` therefore needs no saved
 sampler state, and the result does not depend on the number of DataLoader workers. Each position
 also carries its epoch, which seeds the item's augmentation (flip, blur).
+
+Every loader of the engine (training, evaluation, BatchNorm re-estimation) takes its options from
+:func:`loader_options`: the profile's workers, pinned memory for a CUDA device, and labels that
+travel as int16 (class ids and -1 fit; a quarter of int64's shared memory per prefetched batch),
+back to int64 on the device.
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from torch.utils.data import Dataset, Sampler
+import torch
+from torch.utils.data import Dataset, Sampler, default_collate
+
+PREFETCH_FACTOR = 4  # batches each loader worker keeps ready; the dry run sizes /dev/shm from it
 
 
 @lru_cache(maxsize=8)
@@ -78,3 +86,17 @@ class StreamDataset(Dataset):
     def __getitem__(self, position: int):
         index, epoch = stream_item(position, len(self.base), self.seed, self.shuffle)
         return self.base.item(index, epoch)
+
+
+def collate(batch):
+    """Stack ``(image, label, name)`` items into ``(images, int16 labels, names)``; in a worker the
+    stacked tensors are allocated in shared memory directly (``default_collate``)."""
+    return default_collate([(image, torch.as_tensor(label).to(torch.int16), name) for image, label, name in batch])
+
+
+def loader_options(workers: int, device) -> dict:
+    """DataLoader options of the engine's loaders: ``workers`` processes, each keeping
+    :data:`PREFETCH_FACTOR` batches, pinned memory when ``device`` is CUDA, int16 labels
+    (:func:`collate`)."""
+    return dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda", collate_fn=collate,
+                prefetch_factor=PREFETCH_FACTOR if workers else None)

@@ -41,7 +41,7 @@ from .probe import AdaptationProbe
 from .runlock import run_lock
 from .runs import (FINISHED_MARKER, RunExistsError, check_reusable, config_mismatches, is_finished,
                    read_metrics, run_name, write_json_atomic)
-from .sampling import StreamBatchSampler, StreamDataset
+from .sampling import StreamBatchSampler, StreamDataset, loader_options
 from .strategies import TargetStrategy, logit_gradient_norm, strategy_from_config
 
 
@@ -53,12 +53,10 @@ class MissingInputError(FileNotFoundError):
     """A checkpoint or dataset the run needs is not on disk; the message names the path."""
 
 
-def _stream_loader(dataset, cfg, batch_size: int, start: int, stop: int, dist):
+def _stream_loader(dataset, cfg, batch_size: int, start: int, stop: int, dist, device):
     sampler = StreamBatchSampler(batch_size, start, stop, dist.rank, dist.world)
-    workers = cfg.data.workers
-    return DataLoader(StreamDataset(dataset, seed=dataset.seed), batch_sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
-                      prefetch_factor=4 if workers else None)
+    return DataLoader(StreamDataset(dataset, seed=dataset.seed), batch_sampler=sampler,
+                      **loader_options(cfg.data.workers, device))
 
 
 def _set_train_mode(model: torch.nn.Module, bn_mode: str) -> None:
@@ -252,6 +250,9 @@ class _Run:
     bn_target_ds: object = None
     """Target train images (not augmented) to re-estimate BatchNorm on before each evaluation
     (``eval.bn_statistics: target``), else None."""
+    scaler: torch.amp.GradScaler | None = None
+    """Loss scaling of ``amp: fp16`` (a pass-through otherwise): without it most fp16 gradient
+    elements at the head output underflow to zero at paper sizes (issue 23)."""
 
     @property
     def class_set(self):
@@ -262,7 +263,8 @@ class _Run:
         from .adabn import reestimate_batchnorm
 
         return reestimate_batchnorm(model, dataset, self.cfg.adapt.target_batch_size, self.device,
-                                    progress=progress, amp=self.cfg.amp, channels_last=self.cfg.channels_last)
+                                    progress=progress, amp=self.cfg.amp, channels_last=self.cfg.channels_last,
+                                    workers=self.cfg.data.workers)
 
     def evaluate(self, desc: str, probe: bool = False, **kw) -> EvalResult:
         """Score the model on target val (``probe``: also measure what the target loss does,
@@ -270,6 +272,7 @@ class _Run:
         if probe and self.plan.strategy is not None and not self.dist.enabled:  # a source run has none
             kw["probe"] = AdaptationProbe(self.plan.strategy)
         model = self.model
+        distm.average_batchnorm(unwrap_model(model), self.dist)  # one model on every rank
         if self.bn_target_ds is not None:  # score a copy: training goes on with its own statistics
             model = copy.deepcopy(unwrap_model(self.model))
             self.reestimate_batchnorm(model, self.bn_target_ds)
@@ -306,12 +309,13 @@ def _train_locked(cfg, stage, device, dist, run_dir, resume, overwrite, progress
         _resume(run)
     if dist.enabled:
         device_ids = [device.index] if device.type == "cuda" else None
-        run.train_model = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids,
-                                                                    find_unused_parameters=True)
+        # the aux head takes part in both passes or in neither; idle, DDP must be told to skip it
+        run.train_model = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=device_ids, find_unused_parameters=not run.plan.source_aux)
     plan = run.plan
-    source_loader = _stream_loader(source_ds, cfg, plan.batch_size, run.start, plan.iterations, dist)
+    source_loader = _stream_loader(source_ds, cfg, plan.batch_size, run.start, plan.iterations, dist, device)
     target_iter = None if target_ds is None else iter(
-        _stream_loader(target_ds, cfg, plan.target_batch_size, run.start, plan.iterations, dist))
+        _stream_loader(target_ds, cfg, plan.target_batch_size, run.start, plan.iterations, dist, device))
     run.writer = _tensorboard(run_dir, dist, purge_step=run.start)
     if run.writer is not None and (why := _no_image_grid()):
         log(f"TensorBoard images skipped: {why} (scalars are logged)")
@@ -357,10 +361,12 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
     _set_train_mode(model, bn_mode)
     optimizer = build_optimizer_for(model, plan.optim)
     eval_kwargs = dict(device=device, batch_size=cfg.eval.batch_size, limit=cfg.eval.limit, amp=cfg.amp,
+                       workers=cfg.data.workers,
                        channels_last=cfg.channels_last, dist=dist, progress=progress,
                        subsets=eval_subsets(cfg, val_ds))
     run = _Run(cfg, stage, device, dist, run_dir, plan, log, model, optimizer, val_ds, eval_kwargs,
-               init_note, lambda_info, bn_mode, train_model=model)
+               init_note, lambda_info, bn_mode, train_model=model,
+               scaler=torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"))
     if stage == "adapt" and cfg.eval.bn_statistics == "target" and cfg.adapt.method != "adabn":
         # adabn's own step is the re-estimate; its `before` stays the source model as trained
         run.bn_target_ds = _statistics_images(build_dataset(cfg, "target"), cfg)
@@ -385,6 +391,8 @@ def _resume(run: _Run) -> None:
     run.best, run.before = extra.get("best"), extra.get("before")
     run.elapsed_before = float(extra.get("elapsed", 0.0))
     run.loop_eval_seconds = float(extra.get("loop_eval_seconds", 0.0))
+    if extra.get("scaler"):
+        run.scaler.load_state_dict(extra["scaler"])
     run.log(f"resumed from {run.run_dir / 'last.pt'} at iteration {run.start}")
 
 
@@ -400,8 +408,9 @@ def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
     it = run.start
     for images, labels, _names in source_loader:
         set_poly_lr(optimizer, it, plan.horizon, plan.optim.poly_power)
-        step_logs = train_step(run.train_model, plan, images, labels, target_iter, run.device, cfg)
-        optimizer.step()
+        step_logs = train_step(run.train_model, plan, images, labels, target_iter, run.device, cfg, run.scaler)
+        run.scaler.step(optimizer)  # optimizer.step(), skipped by an fp16 scaler when a gradient overflowed
+        run.scaler.update()
         optimizer.zero_grad(set_to_none=True)
         sums.add(step_logs)
         it += 1
@@ -423,7 +432,7 @@ def _loop(run: _Run, source_loader, target_iter, progress: bool) -> float:
 
 
 def _record(run: _Run, record: dict, it: int, bar) -> None:
-    if not record["finite"]:
+    if not distm.all_true(record["finite"], run.dist, run.device):
         _diverged(run.run_dir, record["since"], it, run.saved_at)
     run.train_log.append(record)
     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
@@ -446,19 +455,17 @@ def _evaluate_during(run: _Run, sums: "_RunningSums", it: int) -> None:
         run.writer.add_scalar("val/miou", result.miou, it)
         run.writer.add_scalar("val/mean_entropy", result.mean_entropy, it)
     key = best_criterion(run.cfg.data.num_classes)
-    if run.best is None or entry[key] > run.best[key]:
+    if run.best is None or entry[key] > run.best[key]:  # the same on every rank (reduced scores)
         run.best = {**entry, "criterion": key}
-        if run.dist.is_main:
-            _save_checked(run, sums, it, "best.pt")
+        _save_checked(run, sums, it, "best.pt")
 
 
 def _save_last(run: _Run, sums: "_RunningSums", it: int, elapsed: float) -> None:
-    if run.dist.is_main:
-        _save_checked(run, sums, it, "last.pt", optimizer=run.optimizer,
-                      extra={"history": run.history, "train_log": run.train_log, "best": run.best,
-                             "before": run.before, "elapsed": elapsed,
-                             "loop_eval_seconds": run.loop_eval_seconds})
-        run.saved_at = it
+    _save_checked(run, sums, it, "last.pt", optimizer=run.optimizer,
+                  extra={"history": run.history, "train_log": run.train_log, "best": run.best,
+                         "before": run.before, "elapsed": elapsed, "loop_eval_seconds": run.loop_eval_seconds,
+                         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None})
+    run.saved_at = it
     distm.barrier(run.dist)
 
 
@@ -528,21 +535,37 @@ def _initialise(model, cfg, stage) -> str:
     return ckpt.load_weights(model, path, purpose="start").note
 
 
-def train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg) -> dict:
-    """One iteration's forward/backward passes (no optimizer step); returns detached logs."""
+def train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg, scaler=None) -> dict:
+    """One iteration's forward/backward passes (no optimizer step); returns detached logs.
+
+    Args:
+        model: the network, or its DDP wrapper (then one gradient all-reduce per iteration: the
+            source backward runs under ``no_sync`` when a target backward follows).
+        plan: the stage's :class:`StagePlan`.
+        images, labels: the source batch (labels of any integer type, -1 ignored).
+        target_iter: yields target batches (adaptation), or None.
+        device: where the model is.
+        cfg: the run config (``amp``, ``channels_last``).
+        scaler: a ``torch.amp.GradScaler`` that scales both backward passes (``amp: fp16``), or None.
+    Returns:
+        the iteration's losses, detached, on the device (unscaled).
+    """
     cl = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    scale = scaler.scale if scaler is not None else (lambda loss: loss)
     images = images.to(device, non_blocking=True).contiguous(memory_format=cl)
-    labels = labels.to(device, non_blocking=True)
+    labels = labels.to(device, non_blocking=True).long()
+    target_backward = target_iter is not None and plan.strategy.loss_fn is not None
     logs = {}
-    with autocast(device, cfg.amp):
-        main, aux = model(images, with_aux=plan.source_aux)
-        source_loss = losses.source_cross_entropy(main, labels)
-        loss = source_loss
-        if plan.source_aux:
-            aux_loss = losses.source_cross_entropy(aux, labels)
-            loss = loss + plan.lambda_seg * aux_loss
-            logs["source_aux_ce"] = aux_loss.detach()
-    loss.backward()
+    with model.no_sync() if target_backward and hasattr(model, "no_sync") else nullcontext():
+        with autocast(device, cfg.amp):
+            main, aux = model(images, with_aux=plan.source_aux)
+            source_loss = losses.source_cross_entropy(main, labels)
+            loss = source_loss
+            if plan.source_aux:
+                aux_loss = losses.source_cross_entropy(aux, labels)
+                loss = loss + plan.lambda_seg * aux_loss
+                logs["source_aux_ce"] = aux_loss.detach()
+        scale(loss).backward()
     logs["source_ce"] = source_loss.detach()
     total = loss.detach()
     if target_iter is not None:
@@ -554,7 +577,7 @@ def train_step(model, plan: StagePlan, images, labels, target_iter, device, cfg)
             t_main, t_aux = model(t_images, with_aux=strategy.uses_aux)
             t_loss, t_logs = strategy(t_main, t_aux)
         if t_loss is not None:
-            t_loss.backward()
+            scale(t_loss).backward()
             total = total + t_loss.detach()
         logs.update(t_logs)
     logs["loss"] = total
@@ -576,14 +599,16 @@ def _diverged(run_dir: Path, since: int, it: int, saved_at: int | None):
 
 
 def _save_checked(run: _Run, sums: "_RunningSums", it: int, name: str, **state) -> None:
-    """Save ``name`` in the run folder; stop before it when any loss since the last check, or any
-    weight, is not finite, so that no non-finite model is ever written (one host sync per save, none
-    per iteration)."""
+    """Rank 0 saves ``name`` in the run folder; every rank stops before it when any loss since the
+    last check, or any weight, is not finite on any rank, so that no non-finite model is ever
+    written and no rank waits alone (one host sync and one all-reduce per save, none per iteration)."""
     model = unwrap_model(run.model)
-    if not bool(sums.finite & torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()):
+    finite = sums.finite & torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+    if not distm.all_true(finite, run.dist, run.device):
         _diverged(run.run_dir, sums.checked, it, run.saved_at)
     sums.checked = it
-    ckpt.save_checkpoint(run.run_dir / name, model=model, step=it, config=run.cfg.to_dict(), **state)
+    if run.dist.is_main:
+        ckpt.save_checkpoint(run.run_dir / name, model=model, step=it, config=run.cfg.to_dict(), **state)
 
 
 class _RunningSums:
