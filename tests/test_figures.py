@@ -493,3 +493,38 @@ def test_calibration_curve_and_shift_strip_draw_what_they_are_given():
     assert [ax.get_title() for ax in fig.axes[1:3]] == ["shift 0", "shift 0.5\n(default)"]
     assert len(fig.axes) == 4
     plt.close(fig)
+
+
+def test_compare_city_reads_one_seed_against_the_main_benchmark_resolution(tmp_path, capsys):
+    study = R.load_committed_study()                     # one seed per city, three on the main benchmark
+    res = R.resolution(study.tables[study.main])
+    same = plots.cross_city.compare_city(study, study, "Tokyo", "gain over adabn", "maxsquare", seed=0)
+    assert same["difference"] == 0 and same["agrees"] and same["tolerance"] == pytest.approx(res)
+    assert 100 * same["mine"] == pytest.approx(0.78, abs=0.01)          # Tokyo: MaxSquare − AdaBN
+    assert "agrees (within the resolution, one seed per city, 0.7)" in capsys.readouterr().out
+    mine = R.load_study(build_runs(tmp_path / "runs", seeds=(0,)), PROFILE)  # Rome: source 30.0, MaxSquare 33.0
+    other = plots.cross_city.compare_city(mine, study, "Rome", "gain over source", "maxsquare", seed=0)
+    assert 100 * other["mine"] == pytest.approx(3.0) and 100 * other["study_mean"] == pytest.approx(4.47, abs=0.01)
+    assert not other["agrees"] and "differs by -1.5" in capsys.readouterr().out
+    missing = plots.cross_city.compare_city(mine, study, "Rome", "gain over adabn", "maxsquare", seed=0)
+    assert missing["mine"] is None and missing["agrees"] is None              # no adabn run in mine
+    with pytest.raises(KeyError, match="quantity"):
+        plots.cross_city.compare_city(mine, study, "Rome", "gain over none", "maxsquare")
+
+
+def test_city_gains_draws_three_panels_on_one_scale_with_the_band():
+    study = R.load_committed_study()
+    values = plots.cross_city.city_values(study)
+    fig = plots.cross_city.city_gains(values, values, resolution_band=0.007)
+    over_source, beyond, paper = fig.axes[:3]
+    assert over_source.get_ylim() == beyond.get_ylim() == paper.get_ylim()     # one y scale
+    bars = [p for p in over_source.patches if p.get_width() < 0.5]              # the band is a wider patch
+    assert bars[0].get_height() == pytest.approx(4.69, abs=0.01)               # Rome, AdaBN over source
+    assert bars[3].get_height() == pytest.approx(8.90, abs=0.01)               # Taipei
+    assert [round(p.get_height(), 1) for p in paper.patches][:4] == [2.9, 3.1, 1.9, 3.5]   # paper MaxSquare
+    crosses = [l for l in beyond.get_lines() if l.get_marker() == "x"]
+    assert len(crosses) == 3                                                   # your runs, one line per run
+    assert all(ax.get_legend() is None for ax in fig.axes)                     # legend below, not over data
+    plt.close(fig)
+    with pytest.raises(plots.MissingEvidence):
+        plots.cross_city.city_gains({})
