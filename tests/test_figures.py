@@ -528,3 +528,80 @@ def test_city_gains_draws_three_panels_on_one_scale_with_the_band():
     plt.close(fig)
     with pytest.raises(plots.MissingEvidence):
         plots.cross_city.city_gains({})
+
+
+# ------------------------------------------------------------------------------------ notebooks 02 and 09 (plots.source)
+
+def test_module_shapes_follow_output_stride_8_with_ceil_mode():
+    import torch
+    from maxsq_lib import models
+    from maxsq_lib.course.plots import source
+
+    torch.manual_seed(0)
+    net = models.deeplabv2_from_preset("minicity", 10)
+    shapes = source.module_shapes(net, 64, 128)
+    assert shapes["conv1"] == (12, 32, 64) and shapes["maxpool"] == (12, 17, 33)   # the pool rounds up
+    assert shapes["layer4"] == (384, 9, 17) and shapes["layer4"][1:] == models.feature_size(64, 128)
+    assert shapes["layer5"] == shapes["layer6"] == (10, 9, 17) and shapes["logits"] == (10, 64, 128)
+    fig = source.network_diagram(net, 64, 128)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "384×9×17" in texts and f"{sum(p.numel() for p in net.layer6.parameters()):,} p" in texts
+    assert len(fig.axes[0].patches) == 8
+    plt.close(fig)
+
+
+def test_class_gap_sorts_by_the_drop_and_draws_every_value():
+    from maxsq_lib.course.plots import source
+
+    series = {"source val": {"road": 0.9, "sky": 0.8, "pole": 0.1, "car": None},
+              "target val": {"road": 0.3, "sky": 0.7, "pole": 0.05, "car": 0.2},
+              "AdaBN": {"road": 0.6, "sky": 0.72, "pole": None, "car": 0.3}}
+    fig = source.class_gap(series)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["pole", "sky", "road"]   # drops 5, 10, 60
+    points = {c.get_label(): np.asarray(c.get_offsets()).ravel().tolist() for c in ax.collections}
+    assert points["target val"] == pytest.approx([5.0, 0, 70.0, 1, 30.0, 2])
+    assert points["AdaBN"] == pytest.approx([72.0, 1, 60.0, 2])               # pole has no value
+    plt.close(fig)
+
+
+def test_training_curves_draw_the_logged_values():
+    from maxsq_lib.course.plots import source
+
+    metrics = {"train_log": [{"iteration": 10, "source_ce": 2.0, "source_aux_ce": 2.5},
+                             {"iteration": 20, "source_ce": 1.0, "source_aux_ce": 1.5}],
+               "history": [{"iteration": 10, "miou": 0.3}, {"iteration": 20, "miou": 0.35}],
+               "source_val": {"miou": 0.67}}
+    fig = source.training_curves(metrics)
+    ce, ev = fig.axes
+    assert [l.get_ydata().tolist() for l in ce.get_lines()] == [[2.0, 1.0], [2.5, 1.5]]
+    assert ev.get_lines()[0].get_ydata().tolist() == pytest.approx([30.0, 35.0])
+    assert ev.get_lines()[1].get_ydata()[0] == pytest.approx(67.0)                 # source val line
+    plt.close(fig)
+
+
+def test_class_sets_of_the_paper():
+    from maxsq_lib.course.plots import source
+
+    member = source.class_set_membership()
+    assert {k: sum(v) for k, v in member.items()} == {
+        "GTA5, Cityscapes (19)": 19, "SYNTHIA (16)": 16, "SYNTHIA mIoU* (13)": 13, "NTHU (13)": 13,
+        "MiniCity (10)": 10}
+    assert [t for t, kept in enumerate(member["SYNTHIA (16)"]) if not kept] == [9, 14, 16]  # terrain, truck, train
+    assert [t for t in range(19) if member["SYNTHIA (16)"][t] and not member["SYNTHIA mIoU* (13)"][t]] == [3, 4, 5]
+    assert member["SYNTHIA mIoU* (13)"] == member["NTHU (13)"]     # the same 13 classes, scored differently
+    assert member["NTHU (13)"] == [t in NTHU_13.train19_ids for t in range(19)]
+    fig = source.class_sets()
+    assert fig.axes[0].images[0].get_array().shape == (19, 5)
+    plt.close(fig)
+
+
+def test_target_predictions_reports_pixel_accuracy():
+    import torch
+    from maxsq_lib.course.plots import source
+
+    labels_ = torch.tensor([[[0, 1], [1, -1]]])
+    predicted = {"pred": np.array([[[0, 1], [0, 0]]]), "entropy": np.zeros((1, 2, 2))}
+    fig = source.target_predictions(torch.zeros(1, 3, 2, 2), labels_, predicted, ["a"], MINICITY_10)
+    assert fig.axes[2].get_xlabel() == "pixel accuracy 67%"                       # 2 of 3 labelled pixels
+    plt.close(fig)
