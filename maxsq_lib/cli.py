@@ -26,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from .files import ROOT_ENV, at_root, project_root
+from .files import ROOT_ENV, at_root
 
 try:
     from . import config as C
@@ -71,17 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_data_check(sub)
     planned = [_add_train_source(sub), _add_adapt(sub)]
-    for add in (_add_evaluate, _add_run, _add_reproduce):
-        add(sub)
-    planned.append(_add_course(sub))
-    _add_figures(sub)
-    _add_summary(sub)
-    _add_doctor(sub)
+    _add_evaluate(sub)
+    _add_run(sub)
+    # the course registers its own commands; imported here, not at the top: the core never needs it
+    from .course.commands import add_commands, add_dry_run_flags
+
+    planned += add_commands(sub, _common)
     _add_root_flag(parser)
-    for p in planned:  # maxsq_lib.course.dryrun: check inputs and print the plan, run nothing
-        p.add_argument("--dry-run", action="store_true", help="check the data, checkpoints and "
-                       "run folders this would need, print configs and commands; exit 1 if missing")
-        p.add_argument("--verbose", action="store_true", help="with --dry-run: full resolved configs")
+    add_dry_run_flags(planned)
     return parser
 
 
@@ -227,83 +224,6 @@ def _add_run(sub) -> None:
     rn.add_argument("--config", required=True, help="a resolved run config (YAML)")
     rn.add_argument("--stage", required=True, choices=["source", "adapt"])
     _train_flags(rn)
-
-
-def _add_reproduce(sub) -> None:
-    """``maxsq reproduce``."""
-    rp = sub.add_parser("reproduce", help="source + each method for several seeds, then summary")
-    _common(rp)
-    rp.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    rp.add_argument("--methods", nargs="+",
-                    default=list(C.TABLE_METHODS), choices=method_registry.adaptation_methods())
-    rp.add_argument("--jobs", type=int, default=1,
-                    help="runs at once (each with one thread when > 1; 2 suits a 2-core machine)")
-    rp.add_argument("--lambda-sweep", type=float, nargs="*", default=None, metavar="λ",
-                    help="study: λ_T values for --sweep-methods (first seed only)")
-    rp.add_argument("--sweep-methods", nargs="+", default=["minent", "maxsquare"])
-    rp.add_argument("--match-gradient", action="store_true",
-                    help="study: MaxSquare at MinEnt's initial logit-gradient norm")
-    rp.add_argument("--match-lambda", type=float, default=None,
-                    help="MinEnt's λ for --match-gradient (default: the profile's λ_T)")
-    rp.add_argument("--bn-frozen", action="store_true",
-                    help="study: MaxSquare with BatchNorm frozen during adaptation")
-    rp.add_argument("--no-progress", action="store_true")
-
-
-def _add_course(sub) -> argparse.ArgumentParser:
-    """``maxsq course``."""
-    co = sub.add_parser("course", help="run the whole course (data, training, notebooks, figures)")
-    co.add_argument("--profile", default="cpu", choices=C.PROFILES)
-    co.add_argument("--runs", default="runs", help="folder for run outputs (default: runs/)")
-    co.add_argument("--data-root", dest="data_root", default=None,
-                    help="dataset root (default: the profile's)")
-    co.add_argument("--seeds", type=int, default=1,
-                    help="number of seeds of the main table (1 → seed 0; 3 → seeds 0, 1, 2)")
-    co.add_argument("--jobs", type=int, default=2,
-                    help="training processes at once (each one thread when > 1)")
-    co.add_argument("--device", default=None)
-    co.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
-                    help="execute only these notebooks, e.g. 03_gradient_analysis")
-    co.add_argument("--no-figures", action="store_true", help="do not regenerate the figures")
-    co.add_argument("--study", action="store_true", help="the study behind the committed figures/ (make "
-                    "study): also the λ sweep, no notebooks, figures into figures/ for the cpu profile")
-    return co
-
-
-def _add_figures(sub) -> argparse.ArgumentParser:
-    """``maxsq figures``."""
-    fg = sub.add_parser("figures", help="regenerate figures/ and figures/results.md from runs/")
-    fg.add_argument("--profile", default="cpu", choices=C.PROFILES)
-    fg.add_argument("--runs", default="runs")
-    fg.add_argument("--data-root", dest="data_root", default=None)
-    fg.add_argument("--out", default=None,
-                    help="output folder (default: <runs>/<profile>/figures; make study writes figures/)")
-    return fg
-
-
-def _add_doctor(sub) -> None:
-    """``maxsq doctor``."""
-    dr = sub.add_parser("doctor", help="is this machine ready for the course? packages, runtime, data, checkpoints")
-    dr.add_argument("--profile", default="cpu", choices=C.PROFILES)
-    dr.add_argument("--runs", default="runs")
-    dr.add_argument("--data-root", dest="data_root", default=None)
-    dr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-
-
-def _cmd_doctor(args) -> int:
-    from .course import doctor
-
-    checks = doctor.doctor(args.profile, runs=args.runs, data_root=args.data_root, device=args.device)
-    print(doctor.report(checks))
-    return 1 if any(c.ok is False for c in checks) else 0
-
-
-def _add_summary(sub) -> None:
-    """``maxsq summary``."""
-    sm = sub.add_parser("summary", help="results table of the finished runs of a profile")
-    sm.add_argument("--profile", default="cpu", choices=C.PROFILES)
-    sm.add_argument("--runs", default="runs")
-    sm.add_argument("--benchmark", default=None)
 
 
 def _aspp_flag(p: argparse.ArgumentParser) -> None:
@@ -482,99 +402,6 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _cmd_reproduce(args) -> int:
-    from .course.plans import plan_jobs, reproduce, study_variants
-
-    studies = study_variants(args.lambda_sweep or (), args.sweep_methods, args.match_lambda,
-                             match=args.match_gradient, bn_frozen=args.bn_frozen)
-    jobs = plan_jobs(args.profile, args.benchmark, args.seeds, args.methods, studies, runs=args.runs,
-                     data_root=args.data_root, device=args.device, overrides=args.overrides)
-    reproduce(jobs, args.jobs, args.runs, args.profile, args.benchmark)
-    return 0
-
-
-def shown_command(argv: list[str], benchmark: str) -> list[str]:
-    """A ``train-source`` / ``adapt`` command line as the user typed it, without ``--dry-run`` and
-    ``--verbose``, naming the benchmark it resolved to."""
-    shown = [a for a in argv if a not in ("--dry-run", "--verbose")]
-    if not any(a == "--benchmark" or a.startswith("--benchmark=") for a in shown):
-        at = shown.index("--profile") + 2 if "--profile" in shown[:-1] else 1
-        shown[at:at] = ["--benchmark", benchmark]
-    return shown
-
-
-def dry_run_report(argv: list[str], base=None):
-    """The :class:`~maxsq_lib.course.dryrun.DryRunReport` of ``maxsq <argv> --dry-run``."""
-    from .course.dryrun import plan_dry_run
-
-    args = build_parser().parse_args(argv)
-    base = Path(args.root).resolve() if args.root else base
-    saved = os.environ.get(ROOT_ENV)
-    if base is not None:  # resolve as the command would with `base` as its root
-        os.environ[ROOT_ENV] = str(base)
-    try:
-        if args.command == "course":
-            return plan_dry_run(args, "course", base=base)
-        stage = "source" if args.command == "train-source" else "adapt"
-        cfg = resolve_from_args(args, args.method if stage == "adapt" else None)
-        return plan_dry_run(args, args.command, base=base, cfg=cfg,
-                            shown=shown_command(list(argv), cfg.benchmark))
-    finally:
-        if saved is None:
-            os.environ.pop(ROOT_ENV, None)
-        else:
-            os.environ[ROOT_ENV] = saved
-
-
-def _dry_run(argv: list[str]) -> int:
-    """What ``--dry-run`` does: print the report; 1 when something required is missing, else 0."""
-    from .course.dryrun import print_report
-
-    report = dry_run_report(argv)
-    print_report(report, verbose="--verbose" in argv)
-    return 0 if report.ok else 1
-
-
-def _cmd_summary(args) -> int:
-    from .course.tables import write_summary
-
-    paths = write_summary(args.runs, args.profile, args.benchmark)
-    for p in paths:
-        print(f"wrote {p}")
-    print(Path(paths[-1]).read_text())
-    return 0
-
-
-def _cmd_course(args) -> int:
-    notebooks = project_root() / "notebooks"
-    if not args.study and not notebooks.is_dir():
-        print(f"maxsq course: error: the notebooks are expected in {notebooks}, which does not exist: "
-              f"run it in a checkout of the repository, or pass --root CHECKOUT", file=sys.stderr)
-        return 2
-    from .course.runner import NotebookFailed, run_course
-
-    try:
-        run_course(profile=args.profile, runs=args.runs, data_root=args.data_root,
-                   seeds=list(range(args.seeds)), jobs=args.jobs, device=args.device, only=args.only,
-                   figures=not args.no_figures, study=args.study)
-    except (NotebookFailed, RuntimeError) as exc:  # a failed notebook or training job, named
-        print(f"maxsq course: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _cmd_figures(args) -> int:
-    from .course.runner import default_figures_dir
-    from .course.plots import regenerate
-
-    out = at_root(args.out or default_figures_dir(args.profile, args.runs))
-    written = regenerate(runs_root=at_root(args.runs), profile=args.profile, data_root=args.data_root,
-                         out_dir=out)
-    for path in written:
-        print(f"wrote {path}")
-    return 0
-
-
 def _what_was_kept(args) -> str:
     """One line for Ctrl-C: what is on disk and how to go on."""
     from .engine.runs import is_finished
@@ -615,13 +442,14 @@ def main(argv: list[str] | None = None) -> int:
         known = known + (DatasetError,)
     except ImportError:
         pass
+    from .course import commands as course
+
     handlers = {"prepare": _cmd_prepare, "data": _cmd_data, "run": _cmd_run, "evaluate": _cmd_evaluate,
-                "reproduce": _cmd_reproduce, "summary": _cmd_summary, "figures": _cmd_figures, "doctor": _cmd_doctor,
-                "course": _cmd_course, "train-source": lambda a: _cmd_train(a, "source"),
-                "adapt": lambda a: _cmd_train(a, "adapt")}
+                "train-source": lambda a: _cmd_train(a, "source"), "adapt": lambda a: _cmd_train(a, "adapt"),
+                **course.HANDLERS}
     try:
         if getattr(args, "dry_run", False):  # train-source, adapt and course
-            return _dry_run(argv)
+            return course.dry_run(args, argv, resolve_from_args)
         if args.command in handlers:
             return handlers[args.command](args)
     except known as exc:

@@ -13,7 +13,8 @@ import torch
 import yaml
 from test_data import make_cityscapes, make_gta5, make_nthu
 
-from maxsq_lib.cli import build_parser, dry_run_report, main, resolve_from_args, shown_command
+from maxsq_lib.cli import build_parser, main, resolve_from_args
+from maxsq_lib.course.commands import dry_run_report, shown_command
 from maxsq_lib.course.dryrun import (
     check_dataset_split,
     config_summary,
@@ -44,7 +45,7 @@ def parse(*argv: str):
 def plan(args, command: str, base):
     """The dry-run report of the command line ``args`` was parsed from, as ``maxsq`` makes it."""
     assert args.command == command
-    return dry_run_report(args.typed, base=base)
+    return dry_run_report(args, args.typed, resolve_from_args, base=base)
 
 
 def by_benchmark(report) -> dict:

@@ -1,0 +1,52 @@
+"""The course's own commands (maxsq_lib.course.commands): registered by the core's command line,
+never importing it back, and stopping with one line when the course extra is missing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from test_imports import import_graph
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE_EXTRA = ("matplotlib", "seaborn", "pandas", "papermill", "nbformat", "nbclient", "nbconvert",
+                "jupyterlab", "ipywidgets", "ipykernel", "torchvision", "latex2mathml")
+
+
+def test_the_course_never_imports_the_command_line():
+    graph = import_graph()
+    assert "maxsq_lib.course.commands" in graph["maxsq_lib.cli"]
+    assert {m for m, t in graph.items() if m.startswith("maxsq_lib.course") and "maxsq_lib.cli" in t} == set()
+
+
+def _without_the_course_extra(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``maxsq <argv>`` in a process where every package only the course extra brings is missing."""
+    code = ("import sys\n"
+            f"sys.modules.update(dict.fromkeys({COURSE_EXTRA!r}))  # None: `import` fails as if absent\n"
+            "from maxsq_lib.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_WAIT_POLICY="PASSIVE")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def test_with_the_engine_extra_only_core_commands_work_and_course_ones_say_what_is_missing(tmp_path):
+    helped = _without_the_course_extra("--help", cwd=tmp_path)
+    assert helped.returncode == 0, helped.stderr
+    listed = helped.stdout.split("positional arguments:")[1].split("options:")[0]
+    for command in ("prepare", "data", "train-source", "adapt", "evaluate", "run", "reproduce", "course",
+                    "figures", "summary", "doctor"):
+        assert re.search(rf"^    {command}\s", listed, re.MULTILINE), command
+    figures = _without_the_course_extra("figures", "--runs", str(tmp_path / "runs"), cwd=tmp_path)
+    assert (figures.returncode, figures.stdout) == (1, "")
+    assert figures.stderr == ("maxsq figures: needs the 'course' extra (matplotlib is not installed): "
+                              "pip install 'maxsq[course]'\n")
+    missing = tmp_path / "none.pt"
+    evaluated = _without_the_course_extra("evaluate", "--profile", "smoke", "--checkpoint", str(missing),
+                                          "--data-root", str(tmp_path / "data"), cwd=tmp_path)
+    assert evaluated.returncode == 2
+    assert evaluated.stderr.strip() == (f"maxsq evaluate: error: checkpoint not found: {missing} (expected a "
+                                        f"weight file: ours, or the authors' released .pth)")
