@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     planned = [_add_train_source(sub), _add_adapt(sub)]
     _add_evaluate(sub)
     _add_run(sub)
-    # the course registers its own commands; imported here, not at the top: the core never needs it
+    # the course registers its own commands; imported here so that importing the core never imports it
     from .course.commands import add_commands, add_dry_run_flags
 
     planned += add_commands(sub, _common)
@@ -403,14 +403,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _what_was_kept(args) -> str:
-    """One line for Ctrl-C: what is on disk and how to go on."""
-    from .engine.runs import is_finished
-
-    runs = Path(at_root(getattr(args, "runs", None) or "runs")) / str(getattr(args, "profile", None) or "")
-    if args.command in ("course", "reproduce"):
-        finished = sum(1 for d in runs.glob("*/*/seed*") if is_finished(d))
-        return (f"Kept: {finished} finished runs under {runs}/ (an interrupted run keeps its last "
-                f"checkpoint, last.pt); run the same command again to reuse them and continue.")
+    """One line for Ctrl-C: what is on disk and how to go on (the course's commands:
+    :func:`maxsq_lib.course.commands.what_was_kept`)."""
     if args.command in ("train-source", "adapt", "run"):
         return ("Kept: the run's last checkpoint (last.pt, every checkpoint_every iterations); run the "
                 "same command with --resume to continue it exactly.")
@@ -456,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maxsq {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"maxsq {args.command}: interrupted. {_what_was_kept(args)}", file=sys.stderr)
+        kept = course.what_was_kept(args) or _what_was_kept(args)
+        print(f"maxsq {args.command}: interrupted. {kept}", file=sys.stderr)
         return 130
     parser.error(f"unknown command {args.command}")
     return 2

@@ -50,3 +50,21 @@ def test_with_the_engine_extra_only_core_commands_work_and_course_ones_say_what_
     assert evaluated.returncode == 2
     assert evaluated.stderr.strip() == (f"maxsq evaluate: error: checkpoint not found: {missing} (expected a "
                                         f"weight file: ours, or the authors' released .pth)")
+
+
+def test_ctrl_c_in_a_course_command_counts_the_finished_runs_kept(tmp_path):
+    from argparse import Namespace
+
+    from maxsq_lib.course.commands import what_was_kept
+    from maxsq_lib.engine.runs import FINISHED_MARKER
+
+    for run, finished in (("maxsquare/seed0", True), ("maxsquare/seed1", False), ("source_multi/seed0", True)):
+        folder = tmp_path / "smoke" / "minicity" / run
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text("{}")
+        if finished:
+            (folder / FINISHED_MARKER).write_text("")
+    kept = what_was_kept(Namespace(command="reproduce", runs=str(tmp_path), profile="smoke"))
+    assert kept == (f"Kept: 2 finished runs under {tmp_path / 'smoke'}/ (an interrupted run keeps its last "
+                    f"checkpoint, last.pt); run the same command again to reuse them and continue.")
+    assert what_was_kept(Namespace(command="figures", runs=str(tmp_path), profile="smoke")) is None

@@ -5,6 +5,8 @@ module                 what it holds
 =====================  ======================================================================
 ``notebook``           the helpers every notebook calls (set-up, train-or-load, predictions);
                        re-exported here, so ``from maxsq_lib import course; course.setup()``
+``commands``           the course's sub-commands of ``maxsq`` (``reproduce``, ``course``, ``figures``,
+                       ``summary``, ``doctor``) and ``--dry-run``, registered by ``maxsq_lib.cli``
 ``runner``             ``maxsq course``: training jobs, then the notebooks, then the figures
 ``plans``              the jobs of ``maxsq reproduce`` and the pool that runs them
 ``dryrun``             ``--dry-run``: what a command needs, what is present, what is missing

@@ -257,6 +257,25 @@ def _cmd_doctor(args) -> int:
     return 1 if any(c.ok is False for c in checks) else 0
 
 
+def what_was_kept(args) -> str | None:
+    """The line Ctrl-C prints after ``maxsq reproduce`` / ``maxsq course``: what is on disk and how
+    to go on.
+
+    Args:
+        args: the parsed command line.
+    Returns:
+        the line, or None for another command (the command line says it).
+    """
+    if args.command not in ("course", "reproduce"):
+        return None
+    from ..engine.runs import is_finished
+
+    runs = Path(at_root(args.runs)) / args.profile
+    finished = sum(1 for d in runs.glob("*/*/seed*") if is_finished(d))
+    return (f"Kept: {finished} finished runs under {runs}/ (an interrupted run keeps its last "
+            f"checkpoint, last.pt); run the same command again to reuse them and continue.")
+
+
 HANDLERS = {name: _needs_the_course_extra(handler) for name, handler in {
     "reproduce": _cmd_reproduce, "summary": _cmd_summary, "figures": _cmd_figures, "doctor": _cmd_doctor,
     "course": _cmd_course}.items()}
