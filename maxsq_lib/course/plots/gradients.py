@@ -307,7 +307,7 @@ def shares(measured: dict, class_names: Sequence[str] | None = None):
             ax.set_title(f"w.r.t. the {'logits' if wrt == 'logits' else 'probabilities'}, by {what}", fontsize=9)
             if col == 0:
                 ax.set_ylabel("gradient share − pixel share\n(percentage points)")
-    fig.legend(loc="outside upper center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Where each loss puts its gradient, against where the pixels are "
                  "(above 0: more gradient than pixels)", fontsize=10)
     return fig
@@ -353,7 +353,7 @@ def iw_weights(images: np.ndarray, predictions: np.ndarray, weights: np.ndarray,
         axes[row, 2].set_yticks([])
         if row == 0:
             axes[row, 0].set_title("target image")
-            axes[row, 1].set_title("source model's prediction")
+            axes[row, 1].set_title("the model's prediction")
             axes[row, 2].set_title(rf"IW weight $\times N = (N/N_c)^{{{ratio:g}}}$")
     fig.colorbar(shown, ax=axes[:, 2], shrink=0.8)
     present = np.unique(np.asarray(predictions))
