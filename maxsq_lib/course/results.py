@@ -348,14 +348,27 @@ def load_study(runs_root: str | os.PathLike, profile: str) -> Study:
     return study_of(records, profile, runs_root)
 
 
+def committed_study_path() -> Path:
+    """``figures/results.json`` of the project root, else of the checkout this package lies in (a
+    notebook whose kernel starts outside the checkout still finds the study shipped with it).
+
+    Raises:
+        FileNotFoundError: neither has it (one line naming both places).
+    """
+    from .notebook import project_root
+
+    shipped = [root / "figures" / "results.json" for root in (project_root(), Path(__file__).resolve().parents[2])]
+    found = next((p for p in shipped if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"the committed study is in neither {shipped[0]} nor {shipped[1]}; `make study` writes it")
+    return found
+
+
 def load_committed_study(path: str | os.PathLike | None = None) -> Study:
     """The study a ``results.json`` holds (default: the committed ``figures/results.json`` of the
-    project root), as records (:func:`records_from_results`)."""
-    if path is None:
-        from .notebook import project_root
-
-        path = project_root() / "figures" / "results.json"
-    data = json.loads(Path(path).read_text())
+    project root, else of the checkout this package lies in), as records (:func:`records_from_results`)."""
+    path = committed_study_path() if path is None else Path(path)
+    data = json.loads(path.read_text())
     return study_of(records_from_results(data), data["profile"])
 
 
@@ -750,10 +763,7 @@ def committed_dose(path: str | os.PathLike | None = None) -> dict:
     Raises:
         MissingEvidence: the file holds no dose.
     """
-    if path is None:
-        from .notebook import project_root
-
-        path = project_root() / "figures" / "results.json"
+    path = committed_study_path() if path is None else path
     data = json.loads(Path(path).read_text())
     for entry in data["benchmarks"].values():
         if entry.get("dose_at_start"):
