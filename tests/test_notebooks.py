@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["00_setup", "01_data", "02_source_pretraining", "03_gradient_analysis",
-            "04_adaptation", "05_evaluation", "06_cross_city", "07_explorer",
+            "04_adaptation", "05_evaluation", "06_cross_city", "07_explorer", "08_lab",
             "09_appendix_paper_scale"]
 SMOKE_VARIANTS = {"04_adaptation": {"method": "maxsquare_iw_multi"}, "06_cross_city": {"city": "Rome"}}
 

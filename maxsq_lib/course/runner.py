@@ -73,6 +73,7 @@ def notebook_plan(profile: str) -> list[NotebookRun]:
     if profile != "gpu":
         plan += [NotebookRun("06_cross_city", f"06_cross_city-{c}", {"city": c}) for c in CITIES]
     plan.append(NotebookRun("07_explorer", "07_explorer"))
+    plan.append(NotebookRun("08_lab", "08_lab"))  # trains its worked example in its own kernel
     plan.append(NotebookRun("09_appendix_paper_scale", "09_appendix_paper_scale"))
     return plan
 
