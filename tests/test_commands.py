@@ -1,5 +1,6 @@
-"""The course's own commands (maxsq_lib.course.commands): registered by the core's command line,
-never importing it back, and stopping with one line when the course extra is missing."""
+"""The course's own commands (maxsq_lib.course.commands): registered by the core's command line
+(tests/test_imports.py: never importing it back), stopping with one line when the course extra is
+missing."""
 
 from __future__ import annotations
 
@@ -9,17 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_imports import import_graph
-
 ROOT = Path(__file__).resolve().parents[1]
 COURSE_EXTRA = ("matplotlib", "seaborn", "pandas", "papermill", "nbformat", "nbclient", "nbconvert",
                 "jupyterlab", "ipywidgets", "ipykernel", "torchvision", "latex2mathml")
-
-
-def test_the_course_never_imports_the_command_line():
-    graph = import_graph()
-    assert "maxsq_lib.course.commands" in graph["maxsq_lib.cli"]
-    assert {m for m, t in graph.items() if m.startswith("maxsq_lib.course") and "maxsq_lib.cli" in t} == set()
 
 
 def _without_the_course_extra(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
