@@ -64,6 +64,7 @@ from maxsq_lib.engine.evaluation import predict_probabilities  # noqa: E402
 from maxsq_lib.engine.precision import autocast  # noqa: E402
 from maxsq_lib.engine.trainer import plan_for, train_step  # noqa: E402
 from maxsq_lib.files import write_text_atomic  # noqa: E402
+from maxsq_prep.fake_layouts import fabricate  # noqa: E402
 
 SECTIONS = ("train_step", "evaluation_flip", "iw_loss", "adaptation", "notebook", "ddp")
 BENCHMARK, METHOD = "gta5_cityscapes", "maxsquare_iw_multi"
@@ -115,6 +116,7 @@ class Check:
 
     def data_root(self) -> Path:
         if self._data is None:
+            # eight GTA5 training images: notebook 04 takes a batch of four of them
             self._data = fabricate(self.tmp / "datasets")
         return self._data
 
@@ -365,48 +367,6 @@ def section_iw_loss(check: Check) -> dict:
 
 
 # ------------------------------------------------------------------------------ d. adaptation
-
-def fabricate(root: Path, source_train: int = 8, source_val: int = 2, target_train: int = 3,
-              target_val: int = 2) -> Path:
-    """GTA5 and Cityscapes in their real layouts (files, folders, list entries, label-id
-    encodings), with random pictures and blocky random label ids at a tenth of the real sizes.
-    Eight GTA5 training images: notebook 04 takes two batches of four of them."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-
-    def picture(w: int, h: int) -> Image.Image:
-        return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
-
-    def label_ids(w: int, h: int) -> np.ndarray:
-        blocks = rng.integers(0, 34, (h // 8 + 1, w // 8 + 1), dtype=np.uint8)  # Cityscapes ids 0..33
-        return np.kron(blocks, np.ones((8, 8), np.uint8))[:h, :w]
-
-    gta = root / "GTA5"
-    for sub in ("images", "labels", "list"):
-        (gta / sub).mkdir(parents=True, exist_ok=True)
-    ids = {"train": range(1, source_train + 1), "val": range(source_train + 1, source_train + source_val + 1)}
-    for split, numbers in ids.items():
-        for i in numbers:
-            picture(191, 105).save(gta / "images" / f"{i:05d}.png")
-            labels = Image.fromarray(label_ids(191, 105), "P")  # GTA5 labels: palette PNGs of ids
-            labels.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tolist())
-            labels.save(gta / "labels" / f"{i:05d}.png")
-        (gta / "list" / f"{split}.txt").write_text("".join(f"{i}\n" for i in numbers))
-    cs = root / "Cityscapes"
-    (cs / "list").mkdir(parents=True, exist_ok=True)
-    for split, count, city in (("train", target_train, "aachen"), ("val", target_val, "frankfurt")):
-        entries = []
-        for k in range(count):
-            base = f"{city}_{k:06d}_000019"
-            for top in ("leftImg8bit", "gtFine"):
-                (cs / top / split / city).mkdir(parents=True, exist_ok=True)
-            picture(204, 102).save(cs / "leftImg8bit" / split / city / f"{base}_leftImg8bit.png")
-            Image.fromarray(label_ids(204, 102), "L").save(cs / "gtFine" / split / city / f"{base}_gtFine_labelIds.png")
-            entries.append(f"{split}_{base}\n")
-        (cs / "list" / f"{split}.txt").write_text("".join(entries))
-    return root
-
 
 def _stage_summary(metrics: dict) -> dict:
     log = metrics.get("train_log") or []
