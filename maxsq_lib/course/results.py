@@ -802,33 +802,55 @@ def compare(mine: Study, study: Study, quantity: str, run: str, seed: int | None
     if quantity not in COMPARED:
         raise KeyError(f"quantity {quantity!r}: one of {list(COMPARED)}")
     table = study.tables[study.main]
-    ref = _compared_values(table, quantity, run)
-    study_mean, study_std = mean_std(ref.values())
-    res = resolution(table)
     values = _compared_values(mine.tables[mine.main], quantity, run) if mine.main else {}
+    out = agreement(f"{run}, {quantity}:", values, _compared_values(table, quantity, run), mine.profile,
+                    signed=quantity.startswith("gain"), seed=seed, fallback=resolution(table),
+                    fallback_rule="the resolution")
+    out["resolution"] = resolution(table)
+    return out
+
+
+def agreement(head: str, values: Mapping[int, float], ref: Mapping[int, float], profile: str, *,
+              signed: bool, seed: int | None = None, fallback: float | None = None,
+              fallback_rule: str = "the resolution") -> dict:
+    """The course's one rule for a learner's value against a study's seeds, printed as one line:
+    it agrees within :data:`RESOLUTION_FACTOR` × the study's seed std of the same quantity, or
+    within ``fallback`` (a resolution) when the study has one seed. Used by :func:`compare` and
+    notebook ``06``'s per-city comparison.
+
+    Args:
+        head: the line's start (what is compared).
+        values, ref: the learner's and the study's values per seed (fractions).
+        profile: the learner's profile (named in the line).
+        signed: print with a sign (a gain).
+        seed: keep only this seed of the learner's (default: their mean).
+        fallback, fallback_rule: the tolerance, and its name, when the study has no seed std.
+    Returns:
+        ``{"mine", "study_mean", "study_std", "difference", "tolerance", "agrees"}`` (fractions;
+        None where a side has no value).
+    """
     if seed is not None:
         values = {s: v for s, v in values.items() if s == seed}
-    value = mean(values.values())
+    value, (study_mean, study_std) = mean(values.values()), mean_std(ref.values())
     out = {"mine": value, "study_mean": study_mean, "study_std": study_std, "difference": None,
-           "resolution": res, "tolerance": None, "agrees": None}
-    signed = quantity.startswith("gain")
+           "tolerance": None, "agrees": None}
 
     def pct(v):
         return f"{100 * v:+.1f}" if signed else f"{100 * v:.1f}"
 
     ref_text = "–" if study_mean is None else pct(study_mean) + (
-        "" if study_std is None else f" ± {100 * study_std:.1f}") + f" ({seed_text(ref)})"
+        f" ± {100 * study_std:.1f}" if study_std else "") + f" ({seed_text(ref)})"
     if value is None or study_mean is None:
-        print(f"{run}, {quantity}: yours – (no such run in {mine.profile}) · study {ref_text}")
+        mine = "– (no such run in " + profile + ")" if value is None else pct(value)
+        print(f"{head} yours {mine} · study {ref_text}")
         return out
     diff = value - study_mean
-    tol = RESOLUTION_FACTOR * study_std if study_std else res
+    tol = RESOLUTION_FACTOR * study_std if study_std else fallback
     agrees = tol is not None and abs(diff) <= tol
     out.update(difference=diff, agrees=agrees, tolerance=tol)
-    rule = f"{RESOLUTION_FACTOR:g} × the study's seed std" if study_std else "the resolution"
+    rule = f"{RESOLUTION_FACTOR:g} × the study's seed std" if study_std else fallback_rule
     verdict = (f"agrees (within {rule}, {100 * tol:.1f})" if agrees else
                f"differs by {100 * diff:+.1f} (more than {rule}, {100 * tol:.1f})" if tol is not None
                else f"differs by {100 * diff:+.1f} (no spread: the study has one seed)")
-    print(f"{run}, {quantity}: yours {pct(value)} ({seed_text(values)}, {mine.profile}) · "
-          f"study {ref_text} · {verdict}")
+    print(f"{head} yours {pct(value)} ({seed_text(values)}, {profile}) · study {ref_text} · {verdict}")
     return out

@@ -17,8 +17,7 @@ from matplotlib.figure import Figure
 from ... import methods as method_registry
 from ...config import CROSS_CITY_METHODS
 from ..paper import PAPER_CITATION, PAPER_NTHU
-from ..results import (RESOLUTION_FACTOR, MissingEvidence, Study, cross_city_values, mean, mean_std, resolution,
-                       seed_text)
+from ..results import MissingEvidence, Study, agreement, cross_city_values, mean, resolution, seed_text
 from ..style import denormalize_bgr, figure_style
 from .base import bar_with_seeds, figure
 
@@ -133,30 +132,11 @@ def compare_city(mine: Study, study: Study, city: str, quantity: str, run: str, 
     """
     if quantity not in CITY_QUANTITIES:
         raise KeyError(f"quantity {quantity!r}: one of {list(CITY_QUANTITIES)}")
-    ref = _city_quantity(city_values(study).get(city, {}), quantity, run)
-    values = _city_quantity(city_values(mine).get(city, {}), quantity, run)
-    if seed is not None:
-        values = {s: v for s, v in values.items() if s == seed}
-    value, (study_mean, study_std) = mean(values.values()), mean_std(ref.values())
-    tol = RESOLUTION_FACTOR * study_std if study_std else (resolution(study.tables[study.main]) if study.main else None)
-    out = {"mine": value, "study_mean": study_mean, "study_std": study_std, "difference": None,
-           "tolerance": tol, "agrees": None}
-    fmt = "{:.1f}" if quantity == "mIoU" else "{:+.1f}"
-    ref_text = "–" if study_mean is None else fmt.format(100 * study_mean) + (
-        f" ± {100 * study_std:.1f}" if study_std else "") + f" ({seed_text(ref)})"
-    head = f"{city}, {run}, {quantity}:"
-    if value is None or study_mean is None:
-        print(f"{head} yours {'–' if value is None else fmt.format(100 * value)} · study {ref_text}")
-        return out
-    diff = value - study_mean
-    agrees = tol is not None and abs(diff) <= tol
-    out.update(difference=diff, agrees=agrees)
-    rule = f"{RESOLUTION_FACTOR:g} × the study's seed std" if study_std else "the resolution, one seed per city"
-    verdict = (f"agrees (within {rule}, {100 * tol:.1f})" if agrees else
-               f"differs by {100 * diff:+.1f} (more than {rule}, {100 * tol:.1f})" if tol is not None
-               else f"differs by {100 * diff:+.1f} (no resolution known)")
-    print(f"{head} yours {fmt.format(100 * value)} ({seed_text(values)}, {mine.profile}) · study {ref_text} · {verdict}")
-    return out
+    return agreement(f"{city}, {run}, {quantity}:", _city_quantity(city_values(mine).get(city, {}), quantity, run),
+                     _city_quantity(city_values(study).get(city, {}), quantity, run), mine.profile,
+                     signed=quantity != "mIoU", seed=seed,
+                     fallback=resolution(study.tables[study.main]) if study.main else None,
+                     fallback_rule="the resolution, one seed per city")
 
 
 def city_gains(values: Mapping[str, Mapping[str, Mapping[int, float]]],
