@@ -52,7 +52,7 @@ def paper_shape(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("paper_shape")
     t0 = time.perf_counter()
-    # four GTA5 training images: the notebook's dose and losses take up to four
+    # four GTA5 training images: the most the notebook's dose takes at any profile (one at the paper's)
     data = fabricate(tmp / "datasets", sizes=REAL_SIZES, source_train=4, source_val=2, target_train=2,
                      target_val=2)
     fabricated = time.perf_counter() - t0
