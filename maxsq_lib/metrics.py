@@ -223,17 +223,6 @@ class ConfusionMatrix:
         if self._counts is not None:
             self._counts.zero_()
 
-    def all_reduce(self) -> None:
-        """Sum the counts over all processes when ``torch.distributed`` is initialised (else no-op).
-
-        Every rank must have called :meth:`update` at least once, with counts on a device that the
-        process group's backend supports (CUDA for NCCL).
-        """
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            if self._counts is None:
-                raise RuntimeError("ConfusionMatrix.all_reduce: no update() on this rank yet")
-            torch.distributed.all_reduce(self._counts)
-
     @property
     def matrix(self) -> Tensor:
         """The (C, C) int64 matrix (rows = ground truth); raises ValueError on bad predictions."""
@@ -247,7 +236,3 @@ class ConfusionMatrix:
     def num_ignored(self) -> int:
         """Pixels skipped because their target was not a class."""
         return 0 if self._counts is None else int(self._counts[-1])
-
-    def summarize(self, class_set: ClassSet | int | str) -> dict:
-        """:func:`summarize` of the accumulated matrix."""
-        return summarize(self.matrix.cpu(), class_set)

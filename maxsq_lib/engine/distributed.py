@@ -31,10 +31,6 @@ class DistInfo:
         return self.world > 1
 
 
-def single_process() -> DistInfo:
-    return DistInfo()
-
-
 def init_from_env(device_kind: str) -> DistInfo:
     """Join the process group ``torchrun`` describes in the environment, if any.
 
@@ -45,7 +41,7 @@ def init_from_env(device_kind: str) -> DistInfo:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return single_process()
+        return DistInfo()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not tdist.is_initialized():

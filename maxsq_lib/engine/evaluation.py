@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .. import metrics
 from ..labels import ClassSet, class_set_for
 from ..models import unwrap_model
-from .distributed import DistInfo, all_reduce_sum, single_process
+from .distributed import DistInfo, all_reduce_sum
 from .precision import autocast
 from .sampling import loader_options
 
@@ -162,7 +162,7 @@ def evaluate(model: torch.nn.Module, dataset, class_set: ClassSet | int | str, *
         an :class:`EvalResult`.
     """
     cs = class_set if isinstance(class_set, ClassSet) else class_set_for(class_set)
-    dist = dist or single_process()
+    dist = dist or DistInfo()
     if probe is not None and (flip or dist.enabled):
         raise ValueError("evaluate: a probe measures single-process passes without flip ensembling")
     device = torch.device(device)

@@ -33,6 +33,7 @@ from ..labels import class_set_for
 from ..models import unwrap_model
 from ..optim import set_poly_lr
 from . import distributed as distm
+from .adabn import reestimate_batchnorm, statistics_images
 from .build import (build_dataset, build_model, build_optimizer_for, eval_subsets, peak_rss_mb, provenance,
                     resolve_device, run_dir_for, seed_everything, start_file)
 from .evaluation import EvalResult, evaluate
@@ -260,8 +261,6 @@ class _Run:
 
     def reestimate_batchnorm(self, model: torch.nn.Module, dataset, progress: bool = False) -> int:
         """AdaBN of ``model`` on ``dataset`` in the run's precision and memory format."""
-        from .adabn import reestimate_batchnorm
-
         return reestimate_batchnorm(model, dataset, self.cfg.adapt.target_batch_size, self.device,
                                     progress=progress, amp=self.cfg.amp, channels_last=self.cfg.channels_last,
                                     workers=self.cfg.data.workers)
@@ -375,8 +374,6 @@ def _build_run(cfg, stage, device, dist, run_dir, log, target_ds, progress) -> _
 
 def _statistics_images(target_ds, cfg):
     """The target train images (not augmented) that BatchNorm statistics are re-estimated on."""
-    from .adabn import statistics_images
-
     target_ds.augment = False
     return statistics_images(target_ds, cfg.eval.bn_images)
 
