@@ -419,15 +419,66 @@ def test_target_logits_cut_each_map_to_the_grid_in_float32():
     assert one == 1 and whole.shape == (5, 5, 20, 36)
 
 
-def test_compare_shares_applies_three_seed_stds(capsys):
-    study = {"pixels": (0.60, 0.01), "entropy": (0.30, 0.01), "maxsquare": (0.25, 0.002)}
-    above = {"pixels": 0.625, "logits/entropy": 0.331, "logits/maxsquare": 0.255}
-    verdicts = A.compare_shares(above, study)
-    assert verdicts == {"pixels": True, "entropy": False, "maxsquare": True}
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3
-    assert "yours 33.1 % · study 30.0 ± 1.0 % (3 seeds) · differs by +3.1 (tolerance 3.0)" in lines[1]
-    assert lines[2].endswith("agrees (tolerance 0.6)")
-    # the committed study's own seed-0 values agree with it
+# ------------------------------------------------------------------ the learner beside the study ---
+
+
+def _study_with_shares(shares: dict[str, tuple[float, ...]], pixels: tuple[float, ...]):
+    """A hand-made study: each loss run's probe at iteration 0 puts ``shares[run][seed]`` of its
+    logit gradient and ``pixels[seed]`` of the pixels in the bins above 0.9."""
+    from maxsq_lib.course import results as R
+
+    runs = []
+    for run, values in shares.items():
+        for seed, g in enumerate(values):
+            probe = {"bin_edges": [0.0, 0.5, 0.7, 0.9, 0.99, 1.0], "images": 2,
+                     "pixel_share": [0.0, 0.0, 1 - pixels[seed], pixels[seed], 0.0],
+                     "gradient_share": [0.0, 0.0, 1 - g, g / 2, g / 2], "accuracy": [None] * 5}
+            start = {"iteration": 0, "miou": 0.4, "per_class_iou": {"road": 0.4}, "probe": probe}
+            runs.append({"stage": "adapt", "run": run, "method": run, "benchmark": "minicity", "seed": seed,
+                         "class_names": ["road"], "iterations": 100, "lambda_target": 0.1, "bn_mode": "train",
+                         "before": start, "history": [],
+                         "last": {"iteration": 100, "miou": 0.45, "per_class_iou": {"road": 0.45}}})
+    return R.study_of(runs, "cpu")
+
+
+def test_compare_shares_reads_the_study_and_applies_the_one_rule(capsys):
+    study = _study_with_shares({"minent": (0.30, 0.32, 0.34), "maxsquare": (0.25, 0.25, 0.25),
+                                "maxsquare_iw": (0.20, 0.22, 0.24)}, pixels=(0.60, 0.70, 0.80))
+    above = {"pixels": 0.95, "logits/entropy": 0.35, "logits/maxsquare": 0.25, "logits/maxsquare_iw": 0.40,
+             "probs/entropy": 0.7}
+    out = A.compare_shares(above, study, seed=1, profile="smoke")
+    # std of (a-d, a, a+d) is d: entropy 0.35 - 0.32 = 0.03 <= 3 × 0.02; pixels 0.25 > 3 × 0.1
+    assert out["entropy"]["agrees"] is True
+    assert out["entropy"]["study_mean"] == pytest.approx(0.32) and out["entropy"]["study_std"] == pytest.approx(0.02)
+    assert out["pixels"]["agrees"] is True  # 0.95 − 0.70 = 0.25 <= 3 × 0.1
+    assert out["maxsquare_iw"]["agrees"] is False and out["maxsquare_iw"]["difference"] == pytest.approx(0.18)
+    # three identical seeds: no spread, so no tolerance and no agreement
+    assert out["maxsquare"]["study_std"] == pytest.approx(0.0, abs=1e-15) and out["maxsquare"]["agrees"] is False
+    text = capsys.readouterr().out
+    assert ("share of entropy (MinEnt)'s logit gradient above max p 0.9 (%): yours 35.0 (one seed (seed 1), "
+            "smoke) · study 32.0 ± 2.0 (3 seeds (0, 1, 2)) · agrees (within 3 × the study's seed std, 6.0)") in text
+    assert "MaxSquare + IW's logit gradient above max p 0.9 (%): yours 40.0" in text
+    assert "differs by +18.0 (more than 3 × the study's seed std, 6.0)" in text
+    # a quantity the learner did not measure is left out
+    assert set(A.compare_shares({"pixels": 0.7}, study)) == {"pixels"}
+
+
+def test_the_committed_study_holds_the_step0_shares():
+    """The committed figures/results.json carries the probe's step-0 shares the course once typed in
+    by hand (mean ± std over seeds 0, 1, 2 of minent, maxsquare, maxsquare_iw, in %)."""
+    from maxsq_lib.course import results as R
+
+    study = R.load_committed_study()
+    expected = {("minent", "pixels"): (66.843, 0.597), ("minent", "logit_gradient"): (29.971, 0.591),
+                ("maxsquare", "logit_gradient"): (25.118, 0.445),
+                ("maxsquare_iw", "logit_gradient"): (23.896, 0.373)}
+    for (run, quantity), (m, s) in expected.items():
+        values = R.start_share_values(study, run, quantity)
+        assert sorted(values) == [0, 1, 2]
+        got_mean, got_std = R.mean_std(values.values())
+        assert 100 * got_mean == pytest.approx(m, abs=5e-4) and 100 * got_std == pytest.approx(s, abs=5e-4)
+    # the three loss runs start from the same model: the same pixels
+    assert R.start_share_values(study, "maxsquare", "pixels") == R.start_share_values(study, "minent", "pixels")
+    # the study's own seed-0 values agree with it
     seed0 = {"pixels": 0.6653, "logits/entropy": 0.2930, "logits/maxsquare": 0.2462, "logits/maxsquare_iw": 0.2348}
-    assert all(A.compare_shares(seed0).values())
+    assert all(v["agrees"] for v in A.compare_shares(seed0).values())

@@ -5,6 +5,7 @@ records (:mod:`maxsq_lib.course.results`) and the tables laid out from them."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -140,3 +141,49 @@ def test_compare_says_agrees_or_differs_against_the_resolution(capsys):
     assert missing["mine"] is None and "yours – (no such run in smoke)" in capsys.readouterr().out
     with pytest.raises(KeyError):
         R.compare(far, study, "accuracy", "minent")
+
+
+def _probe(pixel_share: list[float], gradient_share: list[float] | None) -> dict:
+    probe = {"bin_edges": [0.0, 0.5, 0.7, 0.9, 0.99, 1.0], "images": 4, "pixel_share": pixel_share,
+             "accuracy": [None] * 5}
+    if gradient_share is not None:
+        probe["gradient_share"] = gradient_share
+    return probe
+
+
+def test_start_shares_survive_the_round_trip_through_results_json():
+    runs = []
+    for seed, top in enumerate((0.25, 0.5)):
+        runs.append(_run("source_multi", seed, [(3000, 0.30, 0.30)], stage="source"))
+        ada = _run("adabn", seed, [(0, 0.30, 0.30), (0, 0.40, 0.40)])
+        ada["before"] = {**ada["before"], "probe": _probe([0.4, 0.2, 0.1, 0.2, 0.1], None)}
+        ms = _run("maxsquare", seed, [(0, 0.40, 0.40), (100, 0.50, 0.45)])
+        ms["before"] = {**ms["before"], "probe": _probe([0.1, 0.1, 0.1, 0.3, 0.4],
+                                                        [0.2, 0.3, 0.5 - top, top / 2, top / 2])}
+        runs += [ada, ms]
+    doc = R.results_json(R.study_of(runs, "cpu"))
+    bench = doc["benchmarks"]["minicity"]["runs"]
+    # pixels above 0.9: the bins 0.9-0.99 and 0.99-1, in percent; no entry for the source run
+    assert bench["maxsquare"]["seeds"]["1"]["start_shares_above_0.9"] == {"pixels": pytest.approx(70.0),
+                                                                          "logit_gradient": pytest.approx(50.0)}
+    assert bench["adabn"]["seeds"]["0"]["start_shares_above_0.9"] == {"pixels": pytest.approx(30.0)}
+    assert "start_shares_above_0.9" not in bench["source_multi"]["seeds"]["0"]
+    back = R.study_of(R.records_from_results(json.loads(json.dumps(doc))), "cpu")
+    assert R.start_share_values(back, "maxsquare", "logit_gradient") == {0: pytest.approx(0.25), 1: pytest.approx(0.5)}
+    assert R.start_share_values(back, "maxsquare", "pixels") == {0: pytest.approx(0.7), 1: pytest.approx(0.7)}
+    assert R.start_share_values(back, "adabn", "logit_gradient") == {}
+    assert R.start_share_values(back, "adabn", "pixels") == {0: pytest.approx(0.3), 1: pytest.approx(0.3)}
+    assert R.start_share_values(back, "source_multi", "pixels") == {}
+    # the records read from the runs hold the same numbers
+    direct = R.study_of(runs, "cpu")
+    assert R.start_share_values(direct, "maxsquare", "logit_gradient") == {0: pytest.approx(0.25), 1: pytest.approx(0.5)}
+
+
+def test_start_shares_need_iteration_zero_and_a_bin_edge():
+    probe = _probe([0.1, 0.1, 0.1, 0.3, 0.4], None)
+    assert R.start_shares({"iteration": 100, "probe": probe}) is None
+    assert R.start_shares({"iteration": 0}) is None and R.start_shares(None) is None
+    assert R.start_shares({"iteration": 0, "probe": probe}, threshold=0.99) == {"pixels": pytest.approx(0.4),
+                                                                               "logit_gradient": None}
+    with pytest.raises(ValueError, match="threshold=0.8 is not a bin edge"):
+        R.start_shares({"iteration": 0, "probe": probe}, threshold=0.8)

@@ -488,44 +488,41 @@ def target_logits(model: torch.nn.Module, images: Tensor, device: torch.device |
     return torch.cat(parts), stride
 
 
-STUDY_SHARES_ABOVE: dict[str, tuple[float, float]] = {
-    "pixels": (0.66843, 0.00597),
-    "entropy": (0.29971, 0.00591),
-    "maxsquare": (0.25118, 0.00445),
-    "maxsquare_iw": (0.23896, 0.00373),
-}
-"""The committed study's step-0 shares above max p 0.9, mean and std (ddof 1) over seeds 0, 1, 2:
-the pixels, and each loss's per-pixel logit gradient norm. Measured by the training-time probe
-(:mod:`maxsq_lib.engine.probe`) at iteration 0 of the runs ``minent``, ``maxsquare`` and
-``maxsquare_iw`` of ``make study`` (cpu profile, MiniCity, the study behind ``figures/``): 200
-target val images, the source model with BatchNorm statistics re-estimated on target train images
-(the ``adabn`` model); iteration 0 of ``figures/gradient_shares_during.png`` draws seed 0."""
-
-
-def compare_shares(above: Mapping[str, float], study: Mapping[str, tuple[float, float]] = STUDY_SHARES_ABOVE,
-                   factor: float = 3.0) -> dict[str, bool]:
-    """Print one line per quantity: the learner's share above 0.9 beside the study's mean ± std,
-    and whether it agrees: within ``factor`` × the study's seed std (the course's one rule,
-    :func:`maxsq_lib.course.results.compare`). Introduced in notebook ``03_gradient_analysis``.
+def compare_shares(above: Mapping[str, float], study=None, seed: int = 0, profile: str = "cpu") -> dict[str, dict]:
+    """Print one line per quantity: the learner's share above max p 0.9 (pixels, and each loss's
+    logit gradient) beside the study's mean ± std over its seeds, agreeing or differing by the
+    course's one rule (:func:`maxsq_lib.course.results.agreement`). The study's values are its
+    training probe at iteration 0 (:attr:`~maxsq_lib.course.results.RunRecord.start_shares`) of
+    the runs ``minent``, ``maxsquare`` and ``maxsquare_iw`` (:data:`LOSS_METHOD`); the pixels are
+    those of the first of them that has them (all three start from the same model). Introduced in
+    notebook ``03_gradient_analysis``.
 
     Args:
         above: a :func:`share_above` result (its ``pixels`` and ``logits/<loss>`` entries).
-        study: quantity -> (mean, std) (default :data:`STUDY_SHARES_ABOVE`).
-        factor: the tolerance in seed stds.
+        study: the reference :class:`~maxsq_lib.course.results.Study` (default the committed one,
+            :func:`~maxsq_lib.course.results.load_committed_study`).
+        seed: the seed of the learner's model (named in the line).
+        profile: the learner's profile (named in the line).
     Returns:
-        quantity -> agrees.
+        quantity (``pixels`` or a loss of :data:`LOSS_NAMES`) -> the :func:`agreement` result
+        (fractions; ``agrees`` None where a side has no value).
     """
+    from . import results
+
+    study = results.load_committed_study() if study is None else study
+    pixels = next((v for v in (results.start_share_values(study, LOSS_METHOD[n], "pixels") for n in LOSS_NAMES)
+                   if v), {})
+    references = {"pixels": pixels, **{n: results.start_share_values(study, LOSS_METHOD[n], "logit_gradient")
+                                       for n in LOSS_NAMES}}
     verdicts = {}
-    for name, (mean_value, std_value) in study.items():
+    for name, ref in references.items():
         key = name if name == "pixels" else f"logits/{name}"
         if key not in above:
             continue
-        diff = above[key] - mean_value
-        verdicts[name] = abs(diff) <= factor * std_value
         what = "pixels" if name == "pixels" else f"{LOSS_LABELS[name]}'s logit gradient"
-        print(f"share of {what} above 0.9: yours {100 * above[key]:.1f} % · study {100 * mean_value:.1f} ± "
-              f"{100 * std_value:.1f} % (3 seeds) · " + ("agrees" if verdicts[name] else
-              f"differs by {100 * diff:+.1f}") + f" (tolerance {100 * factor * std_value:.1f})")
+        verdicts[name] = results.agreement(f"share of {what} above max p 0.9 (%):", {seed: above[key]}, ref,
+                                           profile, signed=False, fallback=None,
+                                           fallback_rule="no rule (the study has one seed)")
     return verdicts
 
 

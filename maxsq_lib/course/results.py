@@ -46,6 +46,11 @@ MAIN_BENCHMARKS: tuple[str, ...] = ("minicity", "gta5_cityscapes", "synthia_city
 RARE_SHARE = 0.02
 """Classes below this share of labelled target-val pixels count as rare (figures and ``results.md``)."""
 
+SHARE_THRESHOLD = 0.9
+"""The confidence edge (one of :data:`~maxsq_lib.engine.probe.PROBE_BINS`) above which
+:attr:`RunRecord.start_shares` adds up the training probe's shares: the confident pixels whose
+gradient the paper's argument is about (notebook ``03_gradient_analysis``)."""
+
 _CROSS_CITY = re.compile(r"^(?P<prefix>.+)_nthu_(?P<city>rome|rio|tokyo|taipei)$")
 
 
@@ -160,6 +165,8 @@ class RunRecord:
         last_flip, best_on_target_val, label_free_choice, source_val: further evaluations.
         lambda_matching, train_log, precision, provenance, train_seconds, peak_rss_mb: as recorded.
         run_dir: the run's folder (None for a record read from ``results.json``).
+        start_shares: :func:`start_shares` of the run's probe at iteration 0 (None without one);
+            the one probe number a record read from ``results.json`` keeps.
     """
 
     benchmark: str
@@ -186,6 +193,7 @@ class RunRecord:
     train_seconds: float | None = None
     peak_rss_mb: float | None = None
     run_dir: str | None = None
+    start_shares: Mapping | None = None
 
     @property
     def reported_miou(self) -> float:
@@ -240,7 +248,52 @@ def record(metrics: Mapping) -> RunRecord:
         lambda_matching=m.get("lambda_matching"), train_log=tuple(m.get("train_log") or ()),
         precision=m.get("precision"), provenance=m.get("provenance") or {},
         train_seconds=(m.get("timing") or {}).get("train_seconds"), peak_rss_mb=m.get("peak_rss_mb"),
-        run_dir=m.get("run_dir"))
+        run_dir=m.get("run_dir"), start_shares=start_shares(m.get("before")))
+
+
+def start_shares(evaluation: Mapping | None, threshold: float = SHARE_THRESHOLD) -> dict | None:
+    """The training probe's shares above ``threshold`` in one evaluation at iteration 0: the
+    share of target val pixels with max p at or above it, and the share of the run's target-loss
+    logit gradient ``|∂L/∂z|`` those pixels receive (:mod:`maxsq_lib.engine.probe`). Notebook
+    ``03_gradient_analysis`` compares the learner's step-0 measurement with these.
+
+    Args:
+        evaluation: a run's ``before`` (or any evaluation); None, a later iteration or one without
+            probe records gives None.
+        threshold: one of the probe's bin edges.
+    Returns:
+        ``{"pixels", "logit_gradient"}`` fractions (``logit_gradient`` None for a run without a
+        target loss, ``none`` and ``adabn``), or None.
+    Raises:
+        ValueError: ``threshold`` is not one of the probe's bin edges.
+    """
+    probe = (evaluation or {}).get("probe")
+    if not probe or int(evaluation.get("iteration") or 0) != 0:
+        return None
+    edges = probe["bin_edges"]
+    first = next((k for k, e in enumerate(edges) if math.isclose(e, threshold)), None)
+    if first is None:
+        raise ValueError(f"threshold={threshold} is not a bin edge of the probe; edges are {edges}")
+    gradient = probe.get("gradient_share")
+    return {"pixels": float(sum(probe["pixel_share"][first:])),
+            "logit_gradient": None if not gradient else float(sum(gradient[first:]))}
+
+
+def start_share_values(study: "Study", run: str, quantity: str, benchmark: str | None = None) -> dict[int, float]:
+    """One quantity of :attr:`RunRecord.start_shares` per seed of one run (runs without it left
+    out). Notebook ``03_gradient_analysis`` (:func:`maxsq_lib.course.analysis.compare_shares`).
+
+    Args:
+        study: :func:`load_study` or :func:`load_committed_study`.
+        run: the run name (``minent``, ``maxsquare``, ...).
+        quantity: ``"pixels"`` or ``"logit_gradient"``.
+        benchmark: default the study's main benchmark.
+    Returns:
+        seed -> fraction, by seed.
+    """
+    records = study.records.get(benchmark or study.main, [])
+    return {r.seed: r.start_shares[quantity] for r in sorted(records, key=lambda r: r.seed)
+            if r.run == run and r.start_shares and r.start_shares.get(quantity) is not None}
 
 
 def as_records(runs: Iterable[RunRecord | Mapping]) -> list[RunRecord]:
@@ -257,7 +310,7 @@ def records_from_results(results: Mapping | str | os.PathLike) -> list[RunRecord
     """The records a ``results.json`` holds (:func:`results_json`): the reported numbers per seed,
     divided by 100 back into fractions (float rounding aside); evaluations other than the reported
     one and the last are not in that file (``history`` is empty, ``before`` only where no rule
-    chose).
+    chose), and of the training probe only :attr:`RunRecord.start_shares`.
 
     Args:
         results: the parsed file, or its path.
@@ -287,7 +340,7 @@ def records_from_results(results: Mapping | str | os.PathLike) -> list[RunRecord
                     stage="source" if run.startswith("source") else "adapt",
                     lambda_target=row.get("lambda_target"), bn_mode=row.get("bn_mode"),
                     iterations=row.get("iterations"), class_names=tuple(per_class), before=before,
-                    last=last, report=report))
+                    last=last, report=report, start_shares=_start_shares_back(s.get(START_SHARES_KEY))))
     return out
 
 
@@ -670,8 +723,19 @@ def probe_entries(run: RunRecord) -> list[Mapping]:
 
 # ------------------------------------------------------------------------------------ results.json
 
+START_SHARES_KEY = f"start_shares_above_{SHARE_THRESHOLD:g}"
+"""A seed's entry in ``results.json`` holding :attr:`RunRecord.start_shares` (in %)."""
+
+
 def _percent(x: float | None) -> float | None:
     return None if x is None else 100 * x
+
+
+def _start_shares_back(entry: Mapping | None) -> dict | None:
+    if not entry:
+        return None
+    gradient = entry.get("logit_gradient")
+    return {"pixels": entry["pixels"] / 100, "logit_gradient": None if gradient is None else gradient / 100}
 
 
 def results_json(study: Study) -> dict:
@@ -687,7 +751,9 @@ def results_json(study: Study) -> dict:
         ``gain_over_source`` and ``gain_over_adabn`` are paired on ``test`` with the source model
         and the adabn control of the same seed. Elsewhere ``miou`` is the last iteration on the
         whole split and ``gain`` is paired with the run's own ``before``. ``subsets``: the mIoU of
-        each scored part at the last iteration. Written as ``results.json`` by ``maxsq figures``;
+        each scored part at the last iteration. ``start_shares_above_0.9`` (:data:`START_SHARES_KEY`,
+        where the run's probe measured iteration 0): :attr:`RunRecord.start_shares` in %
+        (``logit_gradient`` left out for a run without a target loss). Written as ``results.json`` by ``maxsq figures``;
         :func:`records_from_results` reads it back.
     """
     commits = sorted({str(r.provenance["commit"]) for r in study.all_records() if r.provenance.get("commit")})
@@ -719,6 +785,8 @@ def results_json(study: Study) -> dict:
                     "gain_over_source": _percent(report.get("gain_over_source")),
                     "gain_over_adabn": _percent(report.get("gain_over_adabn")),
                     "per_class": {c: _percent(v) for c, v in report["per_class_iou"].items()}})
+            if r.start_shares:
+                seed_row[START_SHARES_KEY] = {k: 100 * v for k, v in r.start_shares.items() if v is not None}
             row["seeds"][str(r.seed)] = seed_row
         splits = ({"select": SELECT_SPLIT, "report": REPORT_SPLIT, "rule": SELECTION_RULE} if has_reports(table) else
                   {"select": whole, "report": whole,
