@@ -34,6 +34,7 @@ from torch import Tensor
 
 from .. import losses
 from ..engine.probe import PROBE_BINS
+from . import results
 
 LOSS_NAMES: tuple[str, ...] = ("entropy", "maxsquare", "maxsquare_iw")
 """Losses :func:`gradient_shares` knows: MinEnt, MaxSquare, image-wise weighted MaxSquare."""
@@ -488,7 +489,8 @@ def target_logits(model: torch.nn.Module, images: Tensor, device: torch.device |
     return torch.cat(parts), stride
 
 
-def compare_shares(above: Mapping[str, float], study=None, seed: int = 0, profile: str = "cpu") -> dict[str, dict]:
+def compare_shares(above: Mapping[str, float], study: results.Study | None = None, seed: int = 0,
+                   profile: str = "cpu") -> dict[str, dict]:
     """Print one line per quantity: the learner's share above max p 0.9 (pixels, and each loss's
     logit gradient) beside the study's mean ± std over its seeds, agreeing or differing by the
     course's one rule (:func:`maxsq_lib.course.results.agreement`). The study's values are its
@@ -504,11 +506,9 @@ def compare_shares(above: Mapping[str, float], study=None, seed: int = 0, profil
         seed: the seed of the learner's model (named in the line).
         profile: the learner's profile (named in the line).
     Returns:
-        quantity (``pixels`` or a loss of :data:`LOSS_NAMES`) -> the :func:`agreement` result
+        quantity (``pixels`` or a loss of :data:`LOSS_NAMES`) -> the :func:`results.agreement` result
         (fractions; ``agrees`` None where a side has no value).
     """
-    from . import results
-
     study = results.load_committed_study() if study is None else study
     pixels = next((v for v in (results.start_share_values(study, LOSS_METHOD[n], "pixels") for n in LOSS_NAMES)
                    if v), {})
@@ -521,8 +521,7 @@ def compare_shares(above: Mapping[str, float], study=None, seed: int = 0, profil
             continue
         what = "pixels" if name == "pixels" else f"{LOSS_LABELS[name]}'s logit gradient"
         verdicts[name] = results.agreement(f"share of {what} above max p 0.9 (%):", {seed: above[key]}, ref,
-                                           profile, signed=False, fallback=None,
-                                           fallback_rule="no rule (the study has one seed)")
+                                           profile, signed=False)
     return verdicts
 
 
