@@ -369,12 +369,12 @@ def test_course_exports_its_executed_copies_in_course_order(tmp_path):
     notebooks = tmp_path / "runs" / "smoke" / "notebooks"
     notebooks.mkdir(parents=True)
     # written out of order; 01_data is absent (not executed), so it is not listed
-    for name in ("07_explorer", "00_setup", "04_adaptation-minent"):
+    for name in ("07_explorer", "00_setup", "04_adaptation"):
         course_notebook(notebooks / f"{name}.ipynb", f"title of {name}", 1)
     lines: list[str] = []
     written = runner.export_course_html("smoke", str(tmp_path / "runs"), log=lines.append)
     html_dir = tmp_path / "runs" / "smoke" / "html"
-    pages = ["00_setup.html", "04_adaptation-minent.html", "07_explorer.html"]
+    pages = ["00_setup.html", "04_adaptation.html", "07_explorer.html"]
     assert written == ([html_dir / p for p in pages] + [html_dir / INDEX_NAME]
                        + [html_dir / STUDENT_DIR / p for p in pages]
                        + [html_dir / STUDENT_DIR / INDEX_NAME])
