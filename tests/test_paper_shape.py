@@ -61,10 +61,7 @@ def paper_shape(tmp_path_factory):
                  f"data.val_size={_size(TARGET_SIZE)}", "data.workers=0", "eval.full_resolution_labels=true",
                  "eval.limit=2", "source.init_checkpoint=null", "source.iterations=2", "adapt.iterations=2",
                  "eval.every=2", "log_every=1", "checkpoint_every=2", "image_every=2"]
-    # Multi starts from the multi-level source model, which `make course` trains before the
-    # notebooks run; here it starts from the plain one the notebook trains in its section 1 (the
-    # same network, its aux head left at its initial weights), which saves a third run (45 s).
-    overrides.append(f"adapt.source_checkpoint={runs / 'paper' / 'gta5_cityscapes' / 'source' / 'seed0' / 'final.pt'}")
+    # Multi starts from the multi-level source model: the notebook trains it first (course.starting_model)
     out = tmp / "04_adaptation.ipynb"
     t2 = time.perf_counter()
     run = subprocess.run([str(BIN / "papermill"), str(REPO / "notebooks" / "04_adaptation.ipynb"), str(out),
@@ -141,7 +138,7 @@ def test_the_adaptation_run_is_the_papers_recipe_with_every_path(paper_shape):
     assert cfg["source"]["multi"] is True and cfg["eval"]["flip"] is True
 
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["init"].startswith("loaded ") and "source/seed0/final.pt" in metrics["init"]
+    assert metrics["init"].startswith("loaded ") and "source_multi/seed0/final.pt" in metrics["init"]
     log = metrics["train_log"]
     assert metrics["iterations"] == 2 and [r["iteration"] for r in log] == [1, 2]
     # every part of the step: source CE of both heads, IW MaxSquare, the aux head's pseudo-label CE
@@ -158,4 +155,5 @@ def test_the_adaptation_run_is_the_papers_recipe_with_every_path(paper_shape):
     # the evaluation counted every pixel of the two 2048×1024 label maps that has one of the 19
     # classes, so the predictions were upsampled to the labels' size
     assert sum(map(sum, metrics["last"]["confusion"])) == _labelled_pixels(paper_shape["data"])
-    assert (paper_shape["runs"] / "source" / "seed0" / "final.pt").is_file()
+    assert (paper_shape["runs"] / "source_multi" / "seed0" / "final.pt").is_file()
+    assert not (paper_shape["runs"] / "source").exists()  # the plain source model is not what Multi starts from

@@ -27,7 +27,7 @@ module                 what it holds
 """
 
 from .notebook import (batch, config_for, dataset, ensure_run, load_run_model, predict,
-                       project_root, setup)
+                       project_root, setup, starting_model)
 
 __all__ = ["batch", "config_for", "dataset", "ensure_run", "load_run_model", "predict",
-           "project_root", "setup"]
+           "project_root", "setup", "starting_model"]

@@ -128,10 +128,21 @@ def load_run_model(cfg: C.RunConfig, stage: str, which: str = "final",
                    device: torch.device | str = "cpu") -> torch.nn.Module:
     """The model of a finished run (``final``, ``best`` or ``last`` checkpoint) in eval mode; its
     heads follow the checkpoint's recorded ASPP branches."""
-    from ..engine.build import run_dir_for
-    from ..engine.build import model_from_file
+    from ..engine.build import model_from_file, run_dir_for
 
     model, _note = model_from_file(cfg, run_dir_for(cfg, stage) / f"{which}.pt")
+    return model.to(device).eval()
+
+
+def starting_model(cfg: C.RunConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model an adaptation run starts from, in eval mode: its ``adapt.source_checkpoint`` when
+    set, else its own source run (trained first if missing: the multi-level one for Multi, as the
+    engine chooses). Introduced in notebook ``04_adaptation``."""
+    from ..engine.build import model_from_file, start_file
+
+    if not cfg.adapt.source_checkpoint:
+        ensure_run(cfg, "source")
+    model, _note = model_from_file(cfg, start_file(cfg, "adapt"), purpose="start")
     return model.to(device).eval()
 
 
