@@ -22,6 +22,7 @@ import pytest
 from maxsq_lib.config import LOSS_METHODS
 from maxsq_lib.course import plots
 from maxsq_lib.course import results as R
+from maxsq_lib.course import series
 from maxsq_lib.course.analysis import binary_gradient_curves
 from maxsq_lib.labels import MINICITY_10, NTHU_13
 
@@ -215,8 +216,8 @@ def test_gradient_shares_during_adaptation_draw_the_probe_records(tmp_path):
     runs = build_runs(tmp_path / "runs", seeds=(0,), extras=True)
     study = R.load_study(runs, PROFILE)
     table, metrics = study.tables["minicity"], study.records["minicity"]
-    assert R.run_at(table, "minent", "table") == "minent" and R.run_at(table, "minent", 0.3) == "minent-lambda0.3"
-    assert R.run_at(table, "minent", 7.0) is None
+    assert series.run_at(table, "minent", "table") == "minent" and series.run_at(table, "minent", 0.3) == "minent-lambda0.3"
+    assert series.run_at(table, "minent", 7.0) is None
     fig = plots.gradients.gradient_shares_during(metrics, table, 0, lambdas=("table", 0.3))
     first = fig.axes[0]  # MinEnt at the table's λ: the stacked bands end at the cumulative gradient shares
     assert first.get_title() == "MinEnt, λ_T 0.1"
@@ -313,7 +314,7 @@ def test_per_class_gain_heatmap_cells(full_outputs):
 def test_cross_city_source_is_the_before_evaluation(full_outputs):
     runs, *_ = full_outputs
     study = R.load_study(runs, PROFILE)
-    values = R.cross_city_values({c: study.tables[b] for c, b in study.cities.items()})
+    values = series.cross_city_values({c: study.tables[b] for c, b in study.cities.items()})
     assert values["Rio"]["source"] == {0: pytest.approx(0.28)}
     assert values["Rio"]["maxsquare_iw"] == {0: pytest.approx(0.32)}
 

@@ -11,7 +11,11 @@ module                 what it holds
 ``plans``              the jobs of ``maxsq reproduce`` and the pool that runs them
 ``dryrun``             ``--dry-run``: what a command needs, what is present, what is missing
 ``results``            results as records: one loader, the selection rule, the paired gains,
-                       ``results.json``
+                       ``results.json``, the learner's run against the study
+``series``             what figures and ``results.md`` read out of a study (sweeps, per-class
+                       gains, curves on a scored part, probe entries, cross-city values)
+``costs``              what a run costs, as the dry run prints it (GPU memory, shared memory,
+                       the measured time per iteration)
 ``tables``             results tables as markdown (``summary.md`` / ``summary.json``)
 ``evidence``           the text of ``results.md``
 ``plots``              every course figure, one module per chapter topic, registered where it is

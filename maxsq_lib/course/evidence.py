@@ -15,9 +15,10 @@ from pathlib import Path
 from .. import methods as method_registry
 from ..config import LOSS_METHODS, TABLE_METHODS as ADAPT_METHODS
 from .paper import PAPER_CITATION, PAPER_GTA5_CITYSCAPES, paper_tables_markdown
-from .results import (RARE_SHARE, SELECTION_RULE, RunRecord, Study, class_target_share, cross_city_values,
-                      has_reports, mean, mean_std, paired_difference, per_class_gains, present, reported_gains,
-                      resolution, seed_noise, seed_text, seed_values, source_entry, source_on_target, sweep_points, sweep_runs)
+from .results import (RARE_SHARE, SELECTION_RULE, RunRecord, Study, has_reports, mean, mean_std,
+                      paired_difference, present, reported_gains, resolution, seed_noise, seed_text,
+                      seed_values, source_entry, source_on_target)
+from .series import class_target_share, cross_city_values, per_class_gains, sweep_points, sweep_runs
 from .tables import markdown_tables
 
 _label = method_registry.label

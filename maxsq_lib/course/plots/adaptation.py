@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 
 from ... import methods as method_registry
 from ...config import LOSS_METHODS, TABLE_METHODS as ADAPT_METHODS
-from ..results import (MissingEvidence, as_records, has_reports, mean, probe_entries, reported_what, seed_noise,
-                       seed_text, seed_values, source_on_target, subset_curve, subset_miou, sweep_points,
-                       sweep_runs)
+from ..results import (MissingEvidence, as_records, has_reports, mean, reported_what, seed_noise,
+                       seed_text, seed_values, source_on_target)
+from ..series import probe_entries, subset_curve, subset_miou, sweep_points, sweep_runs
 from ..style import figure_style
 from .base import course_config, data_config, figure
 

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from ... import methods as method_registry
 from ...config import CROSS_CITY_METHODS
 from ..paper import PAPER_CITATION, PAPER_NTHU
-from ..results import MissingEvidence, Study, agreement, cross_city_values, mean, resolution, seed_text
+from ..results import MissingEvidence, Study, agreement, mean, resolution, seed_text
+from ..series import cross_city_values
 from ..style import denormalize_bgr, figure_style
 from .base import bar_with_seeds, figure
 

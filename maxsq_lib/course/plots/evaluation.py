@@ -19,9 +19,9 @@ from matplotlib.patches import Patch
 from ... import methods as method_registry
 from ...config import LOSS_METHODS, TABLE_METHODS as ADAPT_METHODS
 from ..paper import PAPER_CITATION, PAPER_GTA5_CITYSCAPES
-from ..results import (RARE_SHARE, MissingEvidence, as_records, class_target_share, has_reports, mean,
-                       per_class_gains, present, reported_gains, reported_what, seed_text, seed_values,
-                       source_entry, source_on_target, sweep_points)
+from ..results import (RARE_SHARE, MissingEvidence, as_records, has_reports, mean, present, reported_gains,
+                       reported_what, seed_text, seed_values, source_entry, source_on_target)
+from ..series import class_target_share, per_class_gains, sweep_points
 from ..style import denormalize_bgr, figure_style, label_panel, legend_handles
 from .base import (FROM_FILES, QUALITATIVE_INDICES, bar_with_seeds, data_config, dataset_label, figure,
                    final_checkpoints, grouped_bar_axes)

@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 from ... import methods as method_registry
 from ...config import LOSS_METHODS
 from ..analysis import LOSS_LABELS, LOSS_METHOD, binary_gradient_curves, gradient_peaks
-from ..results import MissingEvidence, as_records, probe_entries, run_at
+from ..results import MissingEvidence, as_records
+from ..series import probe_entries, run_at
 from ..style import denormalize_bgr, figure_style, label_panel, legend_handles
 from .base import FROM_FILES, data_config, figure, final_checkpoints
 

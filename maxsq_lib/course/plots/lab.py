@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from ... import methods as method_registry
-from ..results import MissingEvidence, as_records, subset_curve, subset_miou
+from ..results import MissingEvidence, as_records
+from ..series import subset_curve, subset_miou
 from ..style import figure_style
 
 COMPARED = ("none", "maxsquare", "maxsquare_iw")
