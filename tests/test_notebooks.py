@@ -40,6 +40,10 @@ def test_notebooks_are_stored_clean(path):
     assert len(tagged) == 1, f"{path.name}: expected exactly one cell tagged 'parameters'"
     first = "".join(code[0]["source"])
     assert "OMP_WAIT_POLICY" in first, f"{path.name}: the first code cell must set OMP_WAIT_POLICY"
+    solutions = [c for c in code if "solution" in c.get("metadata", {}).get("tags", [])]
+    assert solutions, f"{path.name}: the exercises have no solution cells"
+    assert all(c["metadata"].get("jupyter", {}).get("source_hidden") for c in solutions), \
+        f"{path.name}: a solution cell is not collapsed in JupyterLab (metadata jupyter.source_hidden)"
     params = "".join(code[tagged[0]]["source"])
     for name in ("profile", "runs_root", "data_root", "seed", "device"):
         assert f"{name} =" in params, f"{path.name}: parameter {name} missing"
