@@ -493,6 +493,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module,
         with atomic_file(p, "wb", fsync=True) as handle:
             torch.save(payload, handle)
     except Exception as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # torch.save turns a Ctrl-C during a write into a RuntimeError
+            raise exc.__context__ from None
         raise CheckpointError(f"{p}: writing the checkpoint failed ({_short_reason(exc)})") from exc
     return p
 

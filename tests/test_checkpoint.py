@@ -160,6 +160,37 @@ def test_a_save_that_fails_leaves_the_old_file_and_no_temporary_file(tmp_path, m
     assert load_checkpoint(path)["step"] == 1
 
 
+def test_ctrl_c_during_a_save_is_an_interrupt_not_a_broken_checkpoint(tmp_path):
+    """torch.save turns a KeyboardInterrupt raised by the file's write into a RuntimeError; the
+    save must give the interrupt back (the command then says what was kept) and keep the old file."""
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model=tiny_model(), step=1)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def interrupted(obj, handle, *args, **kwargs):
+        writes = [0]
+        original = handle.write
+
+        def write(data):
+            writes[0] += 1
+            if writes[0] == 3:
+                raise KeyboardInterrupt
+            return original(data)
+
+        handle.write = write
+        real_save(obj, handle, *args, **kwargs)
+
+    torch.save = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(path, model=tiny_model(), step=2)
+    finally:
+        torch.save = real_save
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
 def test_bad_step_and_wrong_optimizer_are_named(tmp_path):
     with pytest.raises(CheckpointError, match="step"):
         save_checkpoint(tmp_path / "c.pt", model=tiny_model(), step=-1)

@@ -87,7 +87,7 @@ def test_ctrl_c_says_what_was_kept_in_one_line(smoke_root, tmp_path):
     assert last.is_file()
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "interrupted" in err and "last.pt" in err and "--resume" in err
 
