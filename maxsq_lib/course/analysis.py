@@ -563,6 +563,21 @@ def iw_weight_maps(logits: Tensor, ratio: float = 0.2) -> np.ndarray:
     return losses.iw_pixel_weights(logits.detach(), ratio=ratio).cpu().numpy()
 
 
+def start_batches(cfg, batches: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The first ``batches`` source and target train batches at the run's batch sizes, as
+    :func:`dose_at_start` takes them (``results.md``'s dose table and the lab measure on these).
+
+    Returns:
+        ``[(source images, source labels, target images), ...]``.
+    """
+    from .notebook import batch, dataset
+
+    source, target = dataset(cfg, "source"), dataset(cfg, "target")
+    bs, tbs = cfg.adapt.batch_size, cfg.adapt.target_batch_size
+    return [(*batch(source, range(k * bs, (k + 1) * bs))[:2], batch(target, range(k * tbs, (k + 1) * tbs))[0])
+            for k in range(min(batches, len(source) // bs, len(target) // tbs))]
+
+
 def dose_at_start(model: torch.nn.Module, batches, methods: Sequence[str], *, lambda_seg: float = 0.1,
                   multi: bool = True, **strategy_kwargs) -> dict:
     """The dose of each target loss at the starting point: ‖∇_θ L_T‖ / ‖∇_θ CE_source‖ at λ_T = 1.

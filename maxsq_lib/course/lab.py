@@ -239,15 +239,10 @@ def dose(cfg: C.RunConfig, names, batches: int = 8) -> dict[str, float]:
         name -> ratio (times λ_T: the dose).
     """
     from . import notebook as course
-    from .analysis import dose_at_start
+    from .analysis import dose_at_start, start_batches
 
     model = course.load_run_model(cfg, "source", device="cpu")
-    source, target = course.dataset(cfg, "source"), course.dataset(cfg, "target")
-    bs, tbs = cfg.adapt.batch_size, cfg.adapt.target_batch_size
-    pairs = []
-    for k in range(min(batches, len(source) // bs, len(target) // tbs)):
-        images, labels, _ = course.batch(source, range(k * bs, (k + 1) * bs))
-        pairs.append((images, labels, course.batch(target, range(k * tbs, (k + 1) * tbs))[0]))
+    pairs = start_batches(cfg, batches)
     torch.manual_seed(0)
     a = cfg.adapt
     out = dose_at_start(model, pairs, list(names), lambda_seg=a.lambda_seg, multi=cfg.source.multi,

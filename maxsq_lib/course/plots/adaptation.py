@@ -321,7 +321,7 @@ def dose_evidence(profile: str, benchmark: str, runs_root: str | os.PathLike = "
 
     from ... import course
     from ...engine.build import run_dir_for
-    from ..analysis import dose_at_start
+    from ..analysis import dose_at_start, start_batches
 
     cfg = data_config(profile, benchmark, runs_root, data_root)
     src_cfg = course_config(profile, benchmark, None, runs_root, data_root, seed)
@@ -329,14 +329,7 @@ def dose_evidence(profile: str, benchmark: str, runs_root: str | os.PathLike = "
         raise MissingEvidence(f"no source checkpoint (final.pt) of seed {seed} in {benchmark}")
     try:
         model = course.load_run_model(src_cfg, "source", which="final", device="cpu")
-        source, target = course.dataset(cfg, "source"), course.dataset(cfg, "target")
-        bs, tbs = cfg.adapt.batch_size, cfg.adapt.target_batch_size
-        n = min(batches, len(source) // bs, len(target) // tbs)
-        pairs = []
-        for k in range(n):
-            s_images, s_labels, _ = course.batch(source, list(range(k * bs, (k + 1) * bs)))
-            t_images, _, _ = course.batch(target, list(range(k * tbs, (k + 1) * tbs)))
-            pairs.append((s_images, s_labels, t_images))
+        pairs = start_batches(cfg, batches)
         torch.manual_seed(0)
         out = dose_at_start(model, pairs, LOSS_METHODS, lambda_seg=cfg.adapt.lambda_seg,
                             multi=src_cfg.source.multi, faithful_scale=cfg.adapt.faithful_scale,
